@@ -1,0 +1,415 @@
+"""The hybrid LightFM model with labelled fitting and ``predict_online``.
+
+Pure model math: no Redis, Flask or files here. Shapes: ``d = no_components``;
+item factors for serving are ``(n_items, d + 2)`` rows ``[q_i, b_i, 1]`` and a user
+vector is ``[q_u, 1, b_u]``, so that ``user_vector @ item_factors.T`` equals
+``LightFM.predict`` (``q_u . q_i + b_u + b_i``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from lightfm import LightFM
+
+from .features import Features, FeatureSpace, Row
+from .idmap import IdMap
+
+__all__ = ["HybridLightFM", "OnlinePrediction", "NotFittedError", "USER_CASES"]
+
+USER_CASES = ("known_with_features", "known", "new_with_features", "unknown")
+
+
+class NotFittedError(RuntimeError):
+    """The model was used before ``fit``."""
+
+
+@dataclass(frozen=True)
+class OnlinePrediction:
+    """Scores for the scorable items, in request order (catalog order by default)."""
+
+    item_ids: list[str]
+    scores: np.ndarray
+    unscorable: list[str]
+    strategy: str  # "personalized" | "baseline"
+    user_case: str  # one of USER_CASES
+    unknown_user_features: int = 0
+    unknown_item_features: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def top(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The ``k`` best ``(item_id, score)`` pairs, best first, without ``exclude``."""
+        excluded = set(exclude)
+        order = np.argsort(-self.scores, kind="stable")
+        out: list[tuple[str, float]] = []
+        for i in order:
+            item = self.item_ids[i]
+            if item in excluded:
+                continue
+            out.append((item, float(self.scores[i])))
+            if len(out) == k:
+                break
+        return out
+
+
+def _coerce_features(
+    features: Mapping[str, Features] | pd.DataFrame | None,
+) -> dict[str, dict[str, float]]:
+    """``{entity: {feature: weight}}`` from a mapping or a long ``id,feature[,weight]`` frame."""
+    if features is None:
+        return {}
+    if isinstance(features, pd.DataFrame):
+        weights = features["weight"] if "weight" in features else pd.Series(1.0, features.index)
+        out: dict[str, dict[str, float]] = {}
+        for eid, name, w in zip(
+            features["id"].astype(str), features["feature"].astype(str), weights.astype(float)
+        ):
+            out.setdefault(eid, {})[name] = out.get(eid, {}).get(name, 0.0) + w
+        return out
+    return {str(k): {str(n): float(w) for n, w in v.items()} for k, v in features.items()}
+
+
+class HybridLightFM(LightFM):
+    """LightFM fitted on labelled data, with id maps and ``predict_online``.
+
+    Parameters beyond LightFM's: ``epochs`` (default for ``fit``), ``user_indicators`` and
+    ``item_indicators`` (one identity feature per training entity), ``user_feature_weight``
+    and ``item_feature_weight`` (share of the features next to an indicator, see
+    :mod:`hybridrec.model.features`) and ``normalize``.
+    """
+
+    def __init__(
+        self,
+        no_components: int = 64,
+        k: int = 5,
+        n: int = 10,
+        learning_schedule: str = "adagrad",
+        loss: str = "warp",
+        learning_rate: float = 0.05,
+        rho: float = 0.95,
+        epsilon: float = 1e-6,
+        item_alpha: float = 0.0,
+        user_alpha: float = 0.0,
+        max_sampled: int = 10,
+        random_state: int | None = None,
+        *,
+        epochs: int = 20,
+        user_indicators: bool = True,
+        item_indicators: bool = True,
+        user_feature_weight: float = 1.0,
+        item_feature_weight: float = 1.0,
+        normalize: bool = True,
+    ):
+        super().__init__(
+            no_components=no_components,
+            k=k,
+            n=n,
+            learning_schedule=learning_schedule,
+            loss=loss,
+            learning_rate=learning_rate,
+            rho=rho,
+            epsilon=epsilon,
+            item_alpha=item_alpha,
+            user_alpha=user_alpha,
+            max_sampled=max_sampled,
+            random_state=random_state,
+        )
+        self.seed = random_state
+        self.epochs = epochs
+        self.user_indicators = user_indicators
+        self.item_indicators = item_indicators
+        self.user_feature_weight = user_feature_weight
+        self.item_feature_weight = item_feature_weight
+        self.normalize = normalize
+
+    # -- hyperparameters -------------------------------------------------------------
+
+    _PARAMS = (
+        "no_components", "k", "n", "learning_schedule", "loss", "learning_rate", "rho",
+        "epsilon", "item_alpha", "user_alpha", "max_sampled", "epochs", "user_indicators",
+        "item_indicators", "user_feature_weight", "item_feature_weight", "normalize",
+    )  # fmt: skip
+
+    def get_params(self, deep: bool = True) -> dict:
+        params = {name: getattr(self, name) for name in self._PARAMS}
+        params["random_state"] = self.seed
+        return params
+
+    # -- fitting -----------------------------------------------------------------------
+
+    def fit(  # type: ignore[override]
+        self,
+        interactions: pd.DataFrame,
+        user_features: Mapping[str, Features] | pd.DataFrame | None = None,
+        item_features: Mapping[str, Features] | pd.DataFrame | None = None,
+        *,
+        epochs: int | None = None,
+        num_threads: int = 1,
+        callback: Callable[[int, float], None] | None = None,
+    ) -> HybridLightFM:
+        """Fit on ``interactions`` (columns ``user_id, item_id[, weight]``).
+
+        Users and items of ``interactions`` become the known entities; feature vocabularies
+        are the feature names of known entities. ``callback(epoch, seconds)`` runs after
+        each epoch. Returns ``self``.
+        """
+        if interactions is None or len(interactions) == 0:
+            raise ValueError("cannot fit on zero interactions")
+        df = interactions
+        users = df["user_id"].astype(str).to_numpy()
+        items = df["item_id"].astype(str).to_numpy()
+        weights = (
+            df["weight"].astype(np.float32).to_numpy()
+            if "weight" in df
+            else np.ones(len(df), np.float32)
+        )
+        user_feats = _coerce_features(user_features)
+        item_feats = _coerce_features(item_features)
+
+        user_ids = IdMap.from_values(pd.unique(users))
+        item_ids = IdMap.from_values(pd.unique(items))
+        self.user_space_ = FeatureSpace(
+            user_ids,
+            IdMap.from_values(sorted({f for u in user_ids.external for f in user_feats.get(u, {})})),
+            self.user_indicators,
+            self.user_feature_weight,
+            self.normalize,
+        )
+        self.item_space_ = FeatureSpace(
+            item_ids,
+            IdMap.from_values(sorted({f for i in item_ids.external for f in item_feats.get(i, {})})),
+            self.item_indicators,
+            self.item_feature_weight,
+            self.normalize,
+        )
+        self.user_matrix_ = self.user_space_.matrix(user_ids.external, user_feats)
+        self.item_matrix_ = self.item_space_.matrix(item_ids.external, item_feats)
+        if self.user_space_.n_columns == 0 or self.item_space_.n_columns == 0:
+            raise ValueError(
+                "a side has no features at all: turn its indicators on or give it features"
+            )
+
+        rows = user_ids.convert_to_internal(users)
+        cols = item_ids.convert_to_internal(items)
+        shape = (len(user_ids), len(item_ids))
+        # Duplicate (user, item) pairs are summed: LightFM expects one entry per pair.
+        weight_m = sp.coo_matrix((weights, (rows, cols)), shape=shape).tocsr().tocoo()
+        inter_m = sp.coo_matrix(
+            (np.ones_like(weight_m.data), (weight_m.row, weight_m.col)), shape=shape
+        )
+        self.interactions_ = inter_m.tocsr()
+        self._sample_weight = weight_m if not np.allclose(weight_m.data, 1.0) else None
+        self.popularity_ = np.asarray(weight_m.tocsr().sum(axis=0)).ravel().astype(np.float32)
+
+        self._reset_state()
+        self.epoch_seconds_: list[float] = []
+        for epoch in range(self.epochs if epochs is None else epochs):
+            self._fit_epochs(1, num_threads)
+            if callback is not None:
+                callback(epoch, self.epoch_seconds_[-1])
+        return self
+
+    def _fit_epochs(self, epochs: int, num_threads: int) -> None:
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            LightFM.fit_partial(
+                self,
+                self.interactions_.tocoo(),
+                user_features=self.user_matrix_,
+                item_features=self.item_matrix_,
+                sample_weight=self._sample_weight,
+                epochs=1,
+                num_threads=num_threads,
+            )
+            self.epoch_seconds_.append(time.perf_counter() - t0)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if getattr(self, "item_embeddings", None) is None or not hasattr(self, "item_space_"):
+            raise NotFittedError("this model is not fitted yet: call fit() or load an artifact")
+
+    @property
+    def user_ids_(self) -> IdMap:
+        self._check_fitted()
+        return self.user_space_.entities
+
+    @property
+    def item_ids_(self) -> IdMap:
+        self._check_fitted()
+        return self.item_space_.entities
+
+    # -- representations for serving -------------------------------------------------------
+
+    def item_factors(self) -> np.ndarray:
+        """``(n_items, d + 2)`` float32 rows ``[q_i, b_i, 1]`` of the known items."""
+        self._check_fitted()
+        return self._factors_from_matrix(self.item_matrix_, side="item")
+
+    def _factors_from_matrix(self, matrix: sp.csr_matrix, side: str) -> np.ndarray:
+        emb = self.item_embeddings if side == "item" else self.user_embeddings
+        bias = self.item_biases if side == "item" else self.user_biases
+        m = matrix.astype(np.float64)
+        out = np.empty((matrix.shape[0], emb.shape[1] + 2), dtype=np.float64)
+        out[:, :-2] = m @ emb.astype(np.float64)
+        if side == "item":
+            out[:, -2] = m @ bias.astype(np.float64)
+            out[:, -1] = 1.0
+        else:
+            out[:, -2] = 1.0
+            out[:, -1] = m @ bias.astype(np.float64)
+        return np.ascontiguousarray(out.astype(np.float32))
+
+    def _row_vector(self, row: Row, side: str) -> np.ndarray:
+        emb = self.item_embeddings if side == "item" else self.user_embeddings
+        bias = self.item_biases if side == "item" else self.user_biases
+        v = row.values.astype(np.float64)
+        out = np.empty(emb.shape[1] + 2, dtype=np.float64)
+        out[:-2] = v @ emb[row.indices].astype(np.float64)
+        b = float(v @ bias[row.indices].astype(np.float64))
+        out[-2:] = (b, 1.0) if side == "item" else (1.0, b)
+        return out
+
+    def user_row(self, user_id: str | None, features: Features | None = None) -> Row:
+        """The user's feature row: training features if known and ``features`` is None."""
+        self._check_fitted()
+        if features is None and user_id is not None:
+            idx = self.user_space_.entities.get(user_id)
+            if idx is not None:
+                return self._stored_row(self.user_matrix_, idx, self.user_space_)
+        return self.user_space_.row(user_id, features)
+
+    def item_row(self, item_id: str, features: Features | None = None) -> Row:
+        """The item's feature row: training features if known and ``features`` is None."""
+        self._check_fitted()
+        if features is None:
+            idx = self.item_space_.entities.get(item_id)
+            if idx is not None:
+                return self._stored_row(self.item_matrix_, idx, self.item_space_)
+        return self.item_space_.row(item_id, features)
+
+    @staticmethod
+    def _stored_row(matrix: sp.csr_matrix, idx: int, space: FeatureSpace) -> Row:
+        lo, hi = matrix.indptr[idx], matrix.indptr[idx + 1]
+        indices = matrix.indices[lo:hi].astype(np.int32)
+        has_ind = bool(space.use_indicators and np.any(indices < space.n_indicators))
+        return Row(
+            indices=indices,
+            values=matrix.data[lo:hi].astype(np.float32),
+            has_indicator=has_ind,
+            n_known_features=int(np.sum(indices >= space.n_indicators)),
+            n_unknown_features=0,
+        )
+
+    def user_vector(self, row: Row) -> np.ndarray | None:
+        """``[q_u, 1, b_u]`` (float64, length d + 2) of a user row, or None when empty."""
+        return None if row.empty else self._row_vector(row, "user")
+
+    def item_vector(self, row: Row) -> np.ndarray | None:
+        """``[q_i, b_i, 1]`` (float64, length d + 2) of an item row, or None when empty."""
+        return None if row.empty else self._row_vector(row, "item")
+
+    def baseline_scores(self) -> np.ndarray:
+        """Popularity of the known items in training (sum of weights), float32."""
+        self._check_fitted()
+        return self.popularity_
+
+    # -- online prediction ---------------------------------------------------------------
+
+    def predict_online(
+        self,
+        user_id: str | None = None,
+        user_features: Features | None = None,
+        item_ids: Iterable[str] | None = None,
+        item_features: Mapping[str, Features] | None = None,
+    ) -> OnlinePrediction:
+        """Score items for whatever is known about a user: all 16 cases of DESIGN.md.
+
+        ``user_features=None`` means the features the model saw in training (for a known
+        user) or none; a mapping, even empty, replaces them. ``item_features`` maps item ids
+        to features in the same way; items absent from it keep their training features.
+        ``item_ids=None`` scores every known item. Items with neither an indicator nor a
+        known feature are returned in ``unscorable``. A user with neither gets popularity
+        scores (``strategy="baseline"``).
+        """
+        self._check_fitted()
+        uid = None if user_id is None else str(user_id)
+        urow = self.user_row(uid, user_features)
+        known_user = uid is not None and uid in self.user_space_.entities
+        with_features = urow.n_known_features > 0
+        user_case = {
+            (True, True): "known_with_features",
+            (True, False): "known",
+            (False, True): "new_with_features",
+            (False, False): "unknown",
+        }[(known_user, with_features)]
+        item_features = item_features or {}
+
+        if item_ids is None and not item_features:
+            ids = list(self.item_space_.entities.external)
+            factors = self.item_factors().astype(np.float64)
+            rows_ok = np.ones(len(ids), dtype=bool)
+            popularity = self.popularity_.astype(np.float64)
+            unknown_item = 0
+        else:
+            ids = (
+                list(self.item_space_.entities.external)
+                if item_ids is None
+                else [str(i) for i in item_ids]
+            )
+            d = self.no_components
+            factors = np.zeros((len(ids), d + 2), dtype=np.float64)
+            rows_ok = np.zeros(len(ids), dtype=bool)
+            popularity = np.zeros(len(ids), dtype=np.float64)
+            unknown_item = 0
+            for n, item in enumerate(ids):
+                row = self.item_row(item, item_features.get(item))
+                unknown_item += row.n_unknown_features
+                vec = self.item_vector(row)
+                if vec is not None:
+                    factors[n] = vec
+                    rows_ok[n] = True
+                idx = self.item_space_.entities.get(item)
+                if idx is not None:
+                    popularity[n] = self.popularity_[idx]
+
+        scorable = [i for i, ok in zip(ids, rows_ok) if ok]
+        unscorable = [i for i, ok in zip(ids, rows_ok) if not ok]
+        uvec = self.user_vector(urow)
+        if uvec is None:
+            scores = popularity[rows_ok]
+            strategy = "baseline"
+        else:
+            scores = factors[rows_ok] @ uvec
+            strategy = "personalized"
+        return OnlinePrediction(
+            item_ids=scorable,
+            scores=scores,
+            unscorable=unscorable,
+            strategy=strategy,
+            user_case=user_case,
+            unknown_user_features=urow.n_unknown_features,
+            unknown_item_features=unknown_item,
+        )
+
+    def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` known items nearest to ``item_id`` by cosine of latent vectors."""
+        self._check_fitted()
+        idx = self.item_space_.entities.get(item_id)
+        if idx is None:
+            raise KeyError(f"item {item_id!r} is not in the model")
+        q = self.item_factors()[:, :-2].astype(np.float64)
+        norms = np.linalg.norm(q, axis=1)
+        norms[norms == 0] = 1.0
+        sims = (q @ q[idx]) / (norms * norms[idx])
+        sims[idx] = -np.inf
+        k = min(k, len(sims) - 1)
+        top = np.argpartition(-sims, k)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        ext = self.item_space_.entities.external
+        return [(ext[i], float(sims[i])) for i in top]
