@@ -1,0 +1,65 @@
+"""Settings from the environment (and CLI flags, which override them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of hybridrec, with its environment variable.
+
+    ``redis_url=None`` means the embedded Redis under ``data_dir``.
+    """
+
+    redis_url: str | None = None  # HYBRIDREC_REDIS_URL
+    model_store: str = ".hybridrec/models"  # HYBRIDREC_MODEL_STORE
+    data_dir: Path = Path(".hybridrec")  # HYBRIDREC_DATA_DIR (embedded Redis lives here)
+    key_prefix: str = "hybridrec"  # HYBRIDREC_KEY_PREFIX
+    interaction_log_maxlen: int = 10_000_000  # HYBRIDREC_LOG_MAXLEN
+    api_token: str | None = field(default=None, repr=False)  # HYBRIDREC_API_TOKEN
+    max_k: int = 1000  # HYBRIDREC_MAX_K
+    max_body_bytes: int = 1 << 20  # HYBRIDREC_MAX_BODY_BYTES
+    reload_interval: float = 2.0  # HYBRIDREC_RELOAD_INTERVAL (seconds between registry polls)
+    gate_tolerance: float = 0.02  # HYBRIDREC_GATE_TOLERANCE (relative regression allowed)
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        env = os.environ
+        base = cls(
+            redis_url=env.get("HYBRIDREC_REDIS_URL") or None,
+            model_store=env.get("HYBRIDREC_MODEL_STORE") or cls.model_store,
+            data_dir=Path(env.get("HYBRIDREC_DATA_DIR") or cls.data_dir),
+            key_prefix=env.get("HYBRIDREC_KEY_PREFIX") or cls.key_prefix,
+            interaction_log_maxlen=_int("HYBRIDREC_LOG_MAXLEN", cls.interaction_log_maxlen),
+            api_token=env.get("HYBRIDREC_API_TOKEN") or None,
+            max_k=_int("HYBRIDREC_MAX_K", cls.max_k),
+            max_body_bytes=_int("HYBRIDREC_MAX_BODY_BYTES", cls.max_body_bytes),
+            reload_interval=_float("HYBRIDREC_RELOAD_INTERVAL", cls.reload_interval),
+            gate_tolerance=_float("HYBRIDREC_GATE_TOLERANCE", cls.gate_tolerance),
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Model artifacts, the model store and the registry."""

@@ -1,0 +1,331 @@
+"""Pickle-free model artifacts: a directory with ``manifest.json`` and ``.npz`` arrays.
+
+Layout of an artifact directory::
+
+    manifest.json    version, created time, hyperparameters, sizes, library versions,
+                     sha256 and size of every array file, metrics
+    model.npz        what serving needs: embeddings, biases, feature matrices, ids
+    optimizer.npz    Adagrad/Adadelta accumulators, only for warm-start training
+
+Every ``.npz`` is read with ``allow_pickle=False``; ids are stored as unicode arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import secrets
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import HybridrecError
+from ..model.features import FeatureSpace
+from ..model.hybrid import HybridLightFM
+from ..model.idmap import IdMap
+
+__all__ = [
+    "ArtifactError",
+    "FORMAT_VERSION",
+    "load_model",
+    "new_version_id",
+    "read_manifest",
+    "save_model",
+    "verify_artifact",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.npz"
+OPTIMIZER_FILE = "optimizer.npz"
+
+# optimizer accumulator -> the parameter array whose shape it shares
+_OPTIMIZER_KEYS = {
+    f"{side}_{part}_{kind}": f"{side}_{'embeddings' if part == 'embedding' else 'biases'}"
+    for side in ("user", "item")
+    for part in ("embedding", "bias")
+    for kind in ("gradients", "momentum")
+}
+
+
+class ArtifactError(HybridrecError):
+    """An artifact is missing, corrupt, tampered with or incompatible."""
+
+
+def new_version_id() -> str:
+    """A sortable, unique version id such as ``20261127T114500Z-3fa9c1``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("hybridrec", "rectools-lightfm", "numpy", "scipy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": m.data.astype(np.float32),
+        f"{prefix}_indices": m.indices.astype(np.int32),
+        f"{prefix}_indptr": m.indptr.astype(np.int64),
+        f"{prefix}_shape": np.asarray(m.shape, dtype=np.int64),
+    }
+
+
+def _ids(m: IdMap) -> np.ndarray:
+    return np.asarray(m.external, dtype=np.str_) if len(m) else np.zeros(0, dtype="<U1")
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_model(
+    model: HybridLightFM,
+    directory: str | os.PathLike,
+    *,
+    version: str | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` as an artifact into ``directory`` (created); return the manifest.
+
+    Files are fsynced; the manifest is written last, so a directory without a manifest is
+    never a whole artifact.
+    """
+    model._check_fitted()
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "user_embeddings": model.user_embeddings,
+        "user_biases": model.user_biases,
+        "item_embeddings": model.item_embeddings,
+        "item_biases": model.item_biases,
+        "popularity": model.popularity_,
+        "user_ids": _ids(model.user_space_.entities),
+        "item_ids": _ids(model.item_space_.entities),
+        "user_vocabulary": _ids(model.user_space_.vocabulary),
+        "item_vocabulary": _ids(model.item_space_.vocabulary),
+        **_csr_arrays("user_matrix", model.user_matrix_),
+        **_csr_arrays("item_matrix", model.item_matrix_),
+        **_csr_arrays("interactions", model.interactions_.tocsr()),
+    }
+    with open(out / MODEL_FILE, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    with open(out / OPTIMIZER_FILE, "wb") as fh:
+        np.savez(fh, **{k: getattr(model, k) for k in _OPTIMIZER_KEYS})
+        fh.flush()
+        os.fsync(fh.fileno())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": version or new_version_id(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hyperparameters": model.get_params(),
+        "sizes": {
+            "no_components": int(model.no_components),
+            "n_users": len(model.user_space_.entities),
+            "n_items": len(model.item_space_.entities),
+            "n_user_features": len(model.user_space_.vocabulary),
+            "n_item_features": len(model.item_space_.vocabulary),
+            "n_interactions": int(model.interactions_.nnz),
+        },
+        "epoch_seconds": [round(s, 4) for s in getattr(model, "epoch_seconds_", [])],
+        "libraries": _library_versions(),
+        "files": {
+            name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size}
+            for name in (MODEL_FILE, OPTIMIZER_FILE)
+        },
+        "metrics": metrics or {},
+        **({"extra": extra} if extra else {}),
+    }
+    _fsync_write(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed manifest of an artifact, checked for the fields loading needs."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no manifest; this is not a (whole) artifact") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: manifest must be a JSON object")
+    fmt = manifest.get("format_version")
+    if fmt != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact format {fmt!r} is not supported by this hybridrec "
+            f"(reads format {FORMAT_VERSION}); retrain or use a matching hybridrec version"
+        )
+    for key in ("version", "hyperparameters", "sizes", "files"):
+        if key not in manifest:
+            raise ArtifactError(f"{path}: manifest lacks {key!r}")
+    return manifest
+
+
+def verify_artifact(directory: str | os.PathLike, *, with_optimizer: bool = False) -> dict:
+    """Check every file's size and sha256 against the manifest; return the manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    names = [MODEL_FILE] + ([OPTIMIZER_FILE] if with_optimizer else [])
+    for name in names:
+        entry = manifest["files"].get(name)
+        path = directory / name
+        if entry is None:
+            raise ArtifactError(f"{path}: not listed in the manifest")
+        if not path.exists():
+            raise ArtifactError(f"{path}: file is missing")
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            raise ArtifactError(
+                f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or replaced)"
+            )
+        if _sha256(path) != entry.get("sha256"):
+            raise ArtifactError(f"{path}: sha256 does not match the manifest (corrupt or tampered)")
+    return manifest
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: cannot read arrays ({exc})") from None
+
+
+def _need(arrays: dict, path: Path, key: str) -> np.ndarray:
+    if key not in arrays:
+        raise ArtifactError(f"{path}: array {key!r} is missing")
+    return arrays[key]
+
+
+def _csr(arrays: dict, path: Path, prefix: str) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in _need(arrays, path, f"{prefix}_shape"))
+    try:
+        return sp.csr_matrix(
+            (
+                _need(arrays, path, f"{prefix}_data"),
+                _need(arrays, path, f"{prefix}_indices"),
+                _need(arrays, path, f"{prefix}_indptr"),
+            ),
+            shape=shape,
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: sparse matrix {prefix!r} is inconsistent ({exc})") from None
+
+
+def load_model(
+    directory: str | os.PathLike, *, with_optimizer: bool = False, verify: bool = True
+) -> HybridLightFM:
+    """Load an artifact written by :func:`save_model`.
+
+    Raises :class:`ArtifactError` naming the file and the problem for a missing, corrupt,
+    truncated, tampered or incompatible artifact.
+    """
+    directory = Path(directory)
+    manifest = (
+        verify_artifact(directory, with_optimizer=with_optimizer)
+        if verify
+        else read_manifest(directory)
+    )
+    path = directory / MODEL_FILE
+    a = _load_npz(path)
+    hp = dict(manifest["hyperparameters"])
+    sizes = manifest["sizes"]
+    try:
+        model = HybridLightFM(**hp)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ArtifactError(f"{directory / MANIFEST}: bad hyperparameters ({exc})") from None
+
+    user_emb = _need(a, path, "user_embeddings")
+    item_emb = _need(a, path, "item_embeddings")
+    d = int(sizes["no_components"])
+    for name, arr in (("user_embeddings", user_emb), ("item_embeddings", item_emb)):
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise ArtifactError(
+                f"{path}: model was trained with {d} components, {name} has shape {arr.shape}"
+            )
+    user_ids = IdMap.from_values(_need(a, path, "user_ids").tolist())
+    item_ids = IdMap.from_values(_need(a, path, "item_ids").tolist())
+    user_vocab = IdMap.from_values(_need(a, path, "user_vocabulary").tolist())
+    item_vocab = IdMap.from_values(_need(a, path, "item_vocabulary").tolist())
+    for label, got, want in (
+        ("users", len(user_ids), sizes["n_users"]),
+        ("items", len(item_ids), sizes["n_items"]),
+        ("user features", len(user_vocab), sizes["n_user_features"]),
+        ("item features", len(item_vocab), sizes["n_item_features"]),
+    ):
+        if got != want:
+            raise ArtifactError(f"{path}: manifest says {want} {label}, arrays have {got}")
+    model.user_space_ = FeatureSpace(
+        user_ids, user_vocab, model.user_indicators, model.user_feature_weight, model.normalize
+    )
+    model.item_space_ = FeatureSpace(
+        item_ids, item_vocab, model.item_indicators, model.item_feature_weight, model.normalize
+    )
+    for side, space, emb in (
+        ("user", model.user_space_, user_emb),
+        ("item", model.item_space_, item_emb),
+    ):
+        if emb.shape[0] != space.n_columns:
+            raise ArtifactError(
+                f"{path}: {side} embeddings have {emb.shape[0]} rows, the id maps and "
+                f"vocabulary need {space.n_columns}"
+            )
+    model.user_embeddings = user_emb.astype(np.float32)
+    model.item_embeddings = item_emb.astype(np.float32)
+    model.user_biases = _need(a, path, "user_biases").astype(np.float32)
+    model.item_biases = _need(a, path, "item_biases").astype(np.float32)
+    model.popularity_ = _need(a, path, "popularity").astype(np.float32)
+    model.user_matrix_ = _csr(a, path, "user_matrix")
+    model.item_matrix_ = _csr(a, path, "item_matrix")
+    model.interactions_ = _csr(a, path, "interactions")
+    if model.user_matrix_.shape != (len(user_ids), model.user_space_.n_columns) or (
+        model.item_matrix_.shape != (len(item_ids), model.item_space_.n_columns)
+    ):
+        raise ArtifactError(f"{path}: feature matrices do not match the id maps")
+    if model.popularity_.shape != (len(item_ids),):
+        raise ArtifactError(f"{path}: popularity has {model.popularity_.size} entries")
+    model._sample_weight = None
+    model.epoch_seconds_ = list(manifest.get("epoch_seconds", []))
+    model.manifest_ = manifest
+    if with_optimizer:
+        opath = directory / OPTIMIZER_FILE
+        o = _load_npz(opath)
+        for key in _OPTIMIZER_KEYS:
+            arr = _need(o, opath, key)
+            ref = getattr(model, _OPTIMIZER_KEYS[key])
+            if arr.shape != ref.shape:
+                raise ArtifactError(f"{opath}: {key} has shape {arr.shape}, expected {ref.shape}")
+            setattr(model, key, arr.astype(np.float32))
+    else:
+        for key in _OPTIMIZER_KEYS:
+            setattr(model, key, None)
+    return model
