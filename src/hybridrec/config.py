@@ -41,6 +41,7 @@ class Settings:
     data_dir: Path = Path(".hybridrec")  # HYBRIDREC_DATA_DIR (embedded Redis lives here)
     key_prefix: str = "hybridrec"  # HYBRIDREC_KEY_PREFIX
     interaction_log_maxlen: int = 10_000_000  # HYBRIDREC_LOG_MAXLEN
+    redis_timeout: float = 10.0  # HYBRIDREC_REDIS_TIMEOUT (seconds per Redis command)
     api_token: str | None = field(default=None, repr=False)  # HYBRIDREC_API_TOKEN
     max_k: int = 1000  # HYBRIDREC_MAX_K
     max_body_bytes: int = 1 << 20  # HYBRIDREC_MAX_BODY_BYTES
@@ -56,6 +57,7 @@ class Settings:
             data_dir=Path(env.get("HYBRIDREC_DATA_DIR") or cls.data_dir),
             key_prefix=env.get("HYBRIDREC_KEY_PREFIX") or cls.key_prefix,
             interaction_log_maxlen=_int("HYBRIDREC_LOG_MAXLEN", cls.interaction_log_maxlen),
+            redis_timeout=_float("HYBRIDREC_REDIS_TIMEOUT", cls.redis_timeout),
             api_token=env.get("HYBRIDREC_API_TOKEN") or None,
             max_k=_int("HYBRIDREC_MAX_K", cls.max_k),
             max_body_bytes=_int("HYBRIDREC_MAX_BODY_BYTES", cls.max_body_bytes),

@@ -1,0 +1,1 @@
+"""The feature store in Redis and the connection to Redis (embedded, URL or cluster)."""
