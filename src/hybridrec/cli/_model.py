@@ -1,0 +1,294 @@
+"""``train``, ``evaluate``, ``recommend``, ``similar`` and ``tune``."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import HybridrecError
+from . import main
+from ._env import Env
+
+LOSSES = ("warp", "bpr", "logistic", "warp-kos")
+
+
+def _features_from_file(path: str) -> dict[str, dict[str, float]]:
+    from ..io.files import read_features
+    from ..model.hybrid import _coerce_features
+
+    return _coerce_features(read_features(path))
+
+
+def _features(env: Env, kind: str, path: str | None) -> dict[str, dict[str, float]]:
+    """Features from ``path`` when given, else every entity of ``kind`` in the store."""
+    if path:
+        return _features_from_file(path)
+    return dict(env.feature_store.iter_features(kind))
+
+
+def _interactions(env: Env, path: str | None):
+    from ..io.files import read_interactions
+
+    if path:
+        return read_interactions(path)
+    df = env.feature_store.read_interactions()
+    if len(df) == 0:
+        raise HybridrecError(
+            "the store's interaction log is empty: load some with "
+            "'hybridrec interactions load FILE' or pass --interactions FILE"
+        )
+    return df
+
+
+def _load_model(env: Env, version: str | None):
+    """The model of ``version`` (a registry version or an artifact directory), or current."""
+    from ..modelstore.artifact import load_model
+
+    if version and Path(version, "manifest.json").exists():
+        return load_model(version), version
+    if version is None:
+        version = env.registry.current()
+        if version is None:
+            raise HybridrecError(
+                "no model is published yet: run 'hybridrec train --publish' "
+                "(or pass --model VERSION)"
+            )
+    if not env.model_store.exists(version):
+        raise HybridrecError(f"model version {version!r} is not in {env.settings.model_store}")
+    return env.model_store.load(version), version
+
+
+@main.command()
+@click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False),
+              help="user_id,item_id[,weight][,timestamp]; default: the store's log")
+@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False),
+              help="id,feature[,weight]; default: the feature store")
+@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False),
+              help="id,feature[,weight]; default: the feature store")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None)
+@click.option("--components", type=click.IntRange(1, 4096), default=None)
+@click.option("--loss", type=click.Choice(LOSSES), default=None)
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--user-feature-weight", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--item-feature-weight", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--no-user-indicators", is_flag=True)
+@click.option("--no-item-indicators", is_flag=True)
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="share of newest interactions to measure on before the final fit (0: skip)")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--publish", is_flag=True, help="move the registry pointer to the new version")
+@click.pass_obj
+def train(env: Env, interactions_file, user_features_file, item_features_file, epochs,
+          components, loss, learning_rate, user_feature_weight, item_feature_weight,
+          no_user_indicators, no_item_indicators, holdout, k, threads, seed, publish):
+    """Train a model on the store's data (or files) and save it; print its version."""
+    from tqdm import tqdm
+
+    from ..training.trainer import DEFAULT_PARAMS, train_model
+
+    interactions = _interactions(env, interactions_file)
+    user_features = _features(env, "users", user_features_file)
+    item_features = _features(env, "items", item_features_file)
+    params = {
+        key: value
+        for key, value in {
+            "epochs": epochs,
+            "no_components": components,
+            "loss": loss,
+            "learning_rate": learning_rate,
+            "user_feature_weight": user_feature_weight,
+            "item_feature_weight": item_feature_weight,
+        }.items()
+        if value is not None
+    }
+    if no_user_indicators:
+        params["user_indicators"] = False
+    if no_item_indicators:
+        params["item_indicators"] = False
+    n_epochs = params.get("epochs", DEFAULT_PARAMS["epochs"])
+    click.echo(
+        f"training on {len(interactions)} interactions, {len(user_features)} users and "
+        f"{len(item_features)} items with features",
+        err=True,
+    )
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, epoch: int, seconds: float) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            label = "holdout fit" if stage == "holdout" else "final fit"
+            bar = bars[stage] = tqdm(total=n_epochs, desc=label, unit="epoch", leave=True)
+        bar.update(1)
+        bar.set_postfix_str(f"{seconds:.2f}s/epoch")
+
+    t0 = time.perf_counter()
+    try:
+        result = train_model(
+            interactions, user_features, item_features, params,
+            holdout=holdout, k=k, seed=seed, num_threads=threads, callback=progress,
+        )
+    except ValueError as exc:
+        raise HybridrecError(f"cannot train: {exc}") from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+    manifest = env.model_store.write(
+        result.model, metrics=result.metrics or {}, extra={"train_seconds": time.perf_counter() - t0}
+    )
+    version = manifest["version"]
+    info = {"status": "candidate", "metrics": result.metrics or {}}
+    if publish:
+        env.registry.publish(version, {**info, "status": "published"})
+    else:
+        env.registry.record(version, info)
+    if result.metrics:
+        from ..training.evaluation import format_table
+
+        click.echo(format_table({**result.metrics, "model_version": version}), err=True)
+    click.echo(f"{'published' if publish else 'saved'} model version", err=True)
+    click.echo(version)
+
+
+def _plot(result: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise HybridrecError("plotting needs matplotlib: pip install 'hybridrec[plot]'") from None
+    from ..training.evaluation import SEGMENTS
+
+    metrics = ("precision", "recall", "ndcg", "auc")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
+    for ax, metric in zip(axes, metrics):
+        xs = range(len(SEGMENTS))
+        model_vals = [result["segments"][s][metric] for s in SEGMENTS]
+        base_vals = [result["baseline"][s][metric] for s in SEGMENTS]
+        ax.bar([x - 0.2 for x in xs], model_vals, 0.4, label="model")
+        ax.bar([x + 0.2 for x in xs], base_vals, 0.4, label="popularity")
+        ax.set_xticks(list(xs), [s.replace("_", "\n") for s in SEGMENTS])
+        ax.set_title(f"{metric}@{result['k']}" if metric != "auc" else "AUC")
+    axes[0].legend()
+    fig.suptitle(f"model {result.get('model_version')} vs popularity baseline")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@main.command()
+@click.option("--test", "test_file", required=True, type=click.Path(dir_okay=False),
+              help="held-out interactions: user_id,item_id[,weight][,timestamp]")
+@click.option("--model", "version", default=None, help="version or artifact directory")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
+@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--plot", type=click.Path(dir_okay=False), help="draw model vs baseline to a PNG")
+@click.pass_obj
+def evaluate(env: Env, test_file, version, k, user_features_file, item_features_file,
+             as_json, plot):
+    """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline."""
+    from ..io.files import read_interactions
+    from ..training.evaluation import evaluate as run, format_table
+
+    test = read_interactions(test_file)
+    model, version = _load_model(env, version)
+    result = run(
+        model, test,
+        user_features=_features(env, "users", user_features_file),
+        item_features=_features(env, "items", item_features_file),
+        k=k, model_version=version,
+    )
+    if plot:
+        _plot(result, plot)
+    if as_json:
+        click.echo(json.dumps(_finite(result)))
+    else:
+        click.echo(format_table(result))
+
+
+def _finite(obj):
+    """JSON has no NaN: metrics that are undefined become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _parse_feature(text: str) -> tuple[str, float]:
+    name, sep, weight = text.partition("=")
+    if not name:
+        raise click.BadParameter(f"{text!r}: give NAME or NAME=WEIGHT")
+    if not sep:
+        return name, 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: weight {weight!r} is not a number") from None
+    if not math.isfinite(w) or w < 0:
+        raise click.BadParameter(f"{text!r}: weight must be a finite number >= 0")
+    return name, w
+
+
+@main.command()
+@click.argument("user_id")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--feature", "features", multiple=True, metavar="NAME[=W]",
+              help="a feature of the user for this request (repeatable); replaces stored ones")
+@click.option("--exclude", multiple=True, metavar="ITEM_ID", help="never recommend this item")
+@click.option("--include-seen", is_flag=True, help="do not exclude items the user has seen")
+@click.option("--model", "version", default=None, help="version or artifact directory")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as_json):
+    """Top-k items for USER_ID, as the API answers."""
+    model, version = _load_model(env, version)
+    feats = dict(_parse_feature(f) for f in features) if features else None
+    stored, seen = env.feature_store.user_context(user_id)
+    pred = model.predict_online(user_id, feats if feats is not None else (stored or {}))
+    excluded = set(exclude) | (set() if include_seen else seen)
+    body = {
+        "user_id": user_id,
+        "model_version": version,
+        "strategy": pred.strategy,
+        "user_case": pred.user_case,
+        "items": [{"item_id": i, "score": s} for i, s in pred.top(k, excluded)],
+        "unscorable": pred.unscorable,
+    }
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    click.echo(
+        f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {version})"
+    )
+    for rank, item in enumerate(body["items"], 1):
+        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+
+
+@main.command()
+@click.argument("item_id")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--model", "version", default=None, help="version or artifact directory")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def similar(env: Env, item_id, k, version, as_json):
+    """Items nearest to ITEM_ID in the model's latent space (cosine)."""
+    model, version = _load_model(env, version)
+    if item_id not in model.item_ids_:
+        raise HybridrecError(f"item {item_id!r} is not in model {version}")
+    items = [{"item_id": i, "score": s} for i, s in model.similar_items(item_id, k)]
+    if as_json:
+        click.echo(json.dumps({"item_id": item_id, "model_version": version, "items": items}))
+        return
+    for rank, item in enumerate(items, 1):
+        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")

@@ -1,0 +1,1 @@
+"""Training, splits, evaluation and the quality gate."""
