@@ -62,6 +62,22 @@ def _load_model(env: Env, version: str | None):
     return env.model_store.load(version), version
 
 
+def _read_params(path: str) -> dict:
+    from ..training.trainer import DEFAULT_PARAMS
+
+    try:
+        params = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HybridrecError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise HybridrecError(f"{path}: expected a JSON object of hyperparameters")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS) - {"k", "n", "rho", "epsilon",
+                     "item_alpha", "user_alpha", "max_sampled", "learning_schedule"})
+    if unknown:
+        raise HybridrecError(f"{path}: unknown hyperparameters {unknown}")
+    return params
+
+
 @main.command()
 @click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False),
               help="user_id,item_id[,weight][,timestamp]; default: the store's log")
@@ -77,6 +93,8 @@ def _load_model(env: Env, version: str | None):
 @click.option("--item-feature-weight", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--no-user-indicators", is_flag=True)
 @click.option("--no-item-indicators", is_flag=True)
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON hyperparameters, e.g. from 'hybridrec tune --save'; flags override")
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="share of newest interactions to measure on before the final fit (0: skip)")
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
@@ -86,7 +104,8 @@ def _load_model(env: Env, version: str | None):
 @click.pass_obj
 def train(env: Env, interactions_file, user_features_file, item_features_file, epochs,
           components, loss, learning_rate, user_feature_weight, item_feature_weight,
-          no_user_indicators, no_item_indicators, holdout, k, threads, seed, publish):
+          no_user_indicators, no_item_indicators, params_file, holdout, k, threads, seed,
+          publish):
     """Train a model on the store's data (or files) and save it; print its version."""
     from tqdm import tqdm
 
@@ -95,7 +114,8 @@ def train(env: Env, interactions_file, user_features_file, item_features_file, e
     interactions = _interactions(env, interactions_file)
     user_features = _features(env, "users", user_features_file)
     item_features = _features(env, "items", item_features_file)
-    params = {
+    params = _read_params(params_file) if params_file else {}
+    params |= {
         key: value
         for key, value in {
             "epochs": epochs,
@@ -292,3 +312,44 @@ def similar(env: Env, item_id, k, version, as_json):
         return
     for rank, item in enumerate(items, 1):
         click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+
+
+@main.command()
+@click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False))
+@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
+@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False))
+@click.option("--validation", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
+              help="share of newest interactions used to compare candidates")
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--save", type=click.Path(dir_okay=False), help="write the best parameters (JSON)")
+@click.pass_obj
+def tune(env: Env, interactions_file, user_features_file, item_features_file, validation, k,
+         threads, seed, save):
+    """Compare a few candidate configurations on a validation split; print the best.
+
+    Feed the saved parameters to 'hybridrec train --params FILE'.
+    """
+    from ..training.tune import tune as run
+
+    interactions = _interactions(env, interactions_file)
+    uf = _features(env, "users", user_features_file)
+    itf = _features(env, "items", item_features_file)
+
+    def show(params, metrics, score):
+        seg = metrics["segments"]
+        click.echo(
+            f"uw={params['user_feature_weight']:<4} iw={params['item_feature_weight']:<4} "
+            f"d={params['no_components']:<4} objective={score:.4f}  "
+            + "  ".join(f"{s}={seg[s]['precision']:.4f}"
+                        for s in ("warm_users", "cold_users", "cold_items")),
+            err=True,
+        )
+
+    best, _ = run(interactions, uf, itf, validation=validation, k=k, seed=seed,
+                  num_threads=threads, on_result=show)
+    text = json.dumps(best, indent=2, sort_keys=True)
+    if save:
+        Path(save).write_text(text + "\n", encoding="utf-8")
+    click.echo(text)

@@ -9,7 +9,9 @@ Normalisation (``normalize=True``): the features' weights are scaled to sum to
 ``feature_weight`` next to an indicator of weight 1 (or to 1 when there is no
 indicator), then the whole row is scaled to sum to 1. ``feature_weight`` below 1 keeps
 warm entities close to their collaborative vector while cold ones still get a full
-vector from their features.
+vector from their features. ``feature_weight=None`` keeps the raw weights next to an
+indicator of 1 before the row is scaled, which is what ``lightfm.data.Dataset`` does
+(the "naive hybrid" that lets many features drown the indicator).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class FeatureSpace:
     entities: IdMap
     vocabulary: IdMap
     use_indicators: bool
-    feature_weight: float = 1.0
+    feature_weight: float | None = 1.0
     normalize: bool = True
 
     @property
@@ -90,7 +92,7 @@ class FeatureSpace:
                 if w > 0.0:
                     f_idx.append(offset + col)
                     f_val.append(w)
-        if f_val and self.normalize:
+        if f_val and self.normalize and self.feature_weight is not None:
             total = sum(f_val)
             scale = (self.feature_weight if has_indicator else 1.0) / total
             f_val = [v * scale for v in f_val]
