@@ -160,32 +160,53 @@ class HybridLightFM(LightFM):
         """
         if interactions is None or len(interactions) == 0:
             raise ValueError("cannot fit on zero interactions")
-        df = interactions
-        users = df["user_id"].astype(str).to_numpy()
-        items = df["item_id"].astype(str).to_numpy()
-        weights = (
-            df["weight"].astype(np.float32).to_numpy()
-            if "weight" in df
-            else np.ones(len(df), np.float32)
-        )
         user_feats = _coerce_features(user_features)
         item_feats = _coerce_features(item_features)
+        self._set_training_data(interactions, user_feats, item_feats)
+        self._reset_state()
+        self.epoch_seconds_: list[float] = []
+        for epoch in range(self.epochs if epochs is None else epochs):
+            self._fit_epochs(1, num_threads)
+            if callback is not None:
+                callback(epoch, self.epoch_seconds_[-1])
+        return self
 
-        user_ids = IdMap.from_values(pd.unique(users))
-        item_ids = IdMap.from_values(pd.unique(items))
+    def _set_training_data(
+        self,
+        interactions: pd.DataFrame,
+        user_feats: dict[str, dict[str, float]],
+        item_feats: dict[str, dict[str, float]],
+        base: HybridLightFM | None = None,
+    ) -> None:
+        """Id maps, vocabularies, feature matrices, interaction matrix and popularity.
+
+        With ``base``, its id maps and vocabularies keep their order and new ids and
+        feature names are appended (so the base's embedding rows can be carried over).
+        """
+        users = interactions["user_id"].astype(str).to_numpy()
+        items = interactions["item_id"].astype(str).to_numpy()
+        weights = (
+            interactions["weight"].astype(np.float32).to_numpy()
+            if "weight" in interactions
+            else np.ones(len(interactions), np.float32)
+        )
+        new_users = pd.unique(users)
+        new_items = pd.unique(items)
+        user_vocab = sorted({f for u in new_users for f in user_feats.get(u, {})})
+        item_vocab = sorted({f for i in new_items for f in item_feats.get(i, {})})
+        if base is None:
+            user_ids, item_ids = IdMap.from_values(new_users), IdMap.from_values(new_items)
+            uv, iv = IdMap.from_values(user_vocab), IdMap.from_values(item_vocab)
+        else:
+            user_ids = base.user_space_.entities.extend(new_users)
+            item_ids = base.item_space_.entities.extend(new_items)
+            uv = base.user_space_.vocabulary.extend(user_vocab)
+            iv = base.item_space_.vocabulary.extend(item_vocab)
         self.user_space_ = FeatureSpace(
-            user_ids,
-            IdMap.from_values(sorted({f for u in user_ids.external for f in user_feats.get(u, {})})),
-            self.user_indicators,
-            self.user_feature_weight,
-            self.normalize,
+            user_ids, uv, self.user_indicators, self.user_feature_weight, self.normalize
         )
         self.item_space_ = FeatureSpace(
-            item_ids,
-            IdMap.from_values(sorted({f for i in item_ids.external for f in item_feats.get(i, {})})),
-            self.item_indicators,
-            self.item_feature_weight,
-            self.normalize,
+            item_ids, iv, self.item_indicators, self.item_feature_weight, self.normalize
         )
         self.user_matrix_ = self.user_space_.matrix(user_ids.external, user_feats)
         self.item_matrix_ = self.item_space_.matrix(item_ids.external, item_feats)
@@ -193,7 +214,6 @@ class HybridLightFM(LightFM):
             raise ValueError(
                 "a side has no features at all: turn its indicators on or give it features"
             )
-
         rows = user_ids.convert_to_internal(users)
         cols = item_ids.convert_to_internal(items)
         shape = (len(user_ids), len(item_ids))
@@ -206,13 +226,68 @@ class HybridLightFM(LightFM):
         self._sample_weight = weight_m if not np.allclose(weight_m.data, 1.0) else None
         self.popularity_ = np.asarray(weight_m.tocsr().sum(axis=0)).ravel().astype(np.float32)
 
-        self._reset_state()
-        self.epoch_seconds_: list[float] = []
+    def warm_start(
+        self,
+        interactions: pd.DataFrame,
+        user_features: Mapping[str, Features] | pd.DataFrame | None = None,
+        item_features: Mapping[str, Features] | pd.DataFrame | None = None,
+        *,
+        epochs: int | None = None,
+        num_threads: int = 1,
+        callback: Callable[[int, float], None] | None = None,
+    ) -> HybridLightFM:
+        """A new model that continues from this one on ``interactions``.
+
+        LightFM cannot grow its embeddings, so this does: known users, items and feature
+        names keep their rows and optimizer accumulators; new ones get rows initialised
+        as LightFM initialises them (uniform in +-0.5/d, zero biases, fresh accumulators);
+        then ``epochs`` passes of ``fit_partial``. Needs the optimizer state (load the
+        artifact with ``with_optimizer=True``). This model is left unchanged.
+        """
+        self._check_fitted()
+        if getattr(self, "item_embedding_gradients", None) is None:
+            raise NotFittedError(
+                "warm start needs the optimizer state: load the artifact with "
+                "with_optimizer=True"
+            )
+        if interactions is None or len(interactions) == 0:
+            raise ValueError("cannot train on zero interactions")
+        new = type(self)(**self.get_params())
+        new._set_training_data(
+            interactions, _coerce_features(user_features), _coerce_features(item_features),
+            base=self,
+        )
+        for side in ("user", "item"):
+            old_space = getattr(self, f"{side}_space_")
+            new_space = getattr(new, f"{side}_space_")
+            cols = np.arange(old_space.n_columns)
+            target = np.where(
+                cols < old_space.n_indicators,
+                cols,
+                new_space.n_indicators + (cols - old_space.n_indicators),
+            )
+            d = self.no_components
+            n = new_space.n_columns
+            emb = ((new.random_state.rand(n, d) - 0.5) / d).astype(np.float32)
+            emb[target] = getattr(self, f"{side}_embeddings")
+            setattr(new, f"{side}_embeddings", emb)
+            fresh = 1.0 if self.learning_schedule == "adagrad" else 0.0
+            for name, shape, fill in (
+                (f"{side}_biases", (n,), 0.0),
+                (f"{side}_embedding_gradients", (n, d), fresh),
+                (f"{side}_bias_gradients", (n,), fresh),
+                (f"{side}_embedding_momentum", (n, d), 0.0),
+                (f"{side}_bias_momentum", (n,), 0.0),
+            ):
+                arr = np.full(shape, fill, dtype=np.float32)
+                arr[target] = getattr(self, name)
+                setattr(new, name, arr)
+        new.epoch_seconds_ = []
         for epoch in range(self.epochs if epochs is None else epochs):
-            self._fit_epochs(1, num_threads)
+            new._fit_epochs(1, num_threads)
             if callback is not None:
-                callback(epoch, self.epoch_seconds_[-1])
-        return self
+                callback(epoch, new.epoch_seconds_[-1])
+        return new
 
     def _fit_epochs(self, epochs: int, num_threads: int) -> None:
         for _ in range(epochs):
@@ -353,7 +428,8 @@ class HybridLightFM(LightFM):
         if item_ids is None and not item_features:
             ids = list(self.item_space_.entities.external)
             factors = self.item_factors().astype(np.float64)
-            rows_ok = np.ones(len(ids), dtype=bool)
+            # A known item with neither indicator nor features has an empty row: unscorable.
+            rows_ok = np.diff(self.item_matrix_.indptr) > 0
             popularity = self.popularity_.astype(np.float64)
             unknown_item = 0
         else:
