@@ -1,0 +1,223 @@
+"""One retraining cycle, and the loop that runs it on a schedule.
+
+A cycle reads the interaction log and features from the store, holds out the newest
+interactions, fits a challenger on the rest, evaluates challenger and champion on the
+same holdout, writes the challenger with a report (JSON + PNG), and publishes it only if
+it passes the quality gate. A refused challenger stays in the model store, marked
+``refused`` in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import HybridrecError
+from .evaluation import SEGMENTS, evaluate
+from .gate import GateDecision, quality_gate
+from .split import time_holdout
+from .trainer import DEFAULT_PARAMS, fit_model
+
+__all__ = ["CycleResult", "retrain_once", "run_loop", "parse_interval", "render_chart"]
+
+log = logging.getLogger("hybridrec.retrain")
+
+
+@dataclass
+class CycleResult:
+    status: str  # "published" | "refused" | "skipped"
+    version: str | None = None
+    champion: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def parse_interval(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"15m"``, ``"2h"`` or ``"1d"``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
+    if not m:
+        raise ValueError(f"{text!r} is not an interval: use e.g. 90s, 15m, 2h")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if value <= 0:
+        raise ValueError(f"{text!r}: the interval must be positive")
+    return value
+
+
+def render_chart(report: dict) -> bytes:
+    """PNG bytes: precision@k and AUC by segment for champion, challenger and baseline."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    series = [("challenger", report["challenger"]["metrics"])]
+    if report.get("champion"):
+        series.insert(0, ("champion", report["champion"]["metrics"]))
+    for ax, metric in zip(axes, ("precision", "auc")):
+        width = 0.8 / (len(series) + 1)
+        for n, (label, metrics) in enumerate(series):
+            vals = [metrics["segments"][s][metric] or 0.0 for s in SEGMENTS]
+            ax.bar([x + n * width for x in range(len(SEGMENTS))], vals, width, label=label)
+        base = [series[-1][1]["baseline"][s][metric] or 0.0 for s in SEGMENTS]
+        ax.bar([x + len(series) * width for x in range(len(SEGMENTS))], base, width,
+               label="popularity")
+        ax.set_xticks([x + width * len(series) / 2 for x in range(len(SEGMENTS))],
+                      [s.replace("_", "\n") for s in SEGMENTS])
+        ax.set_title("AUC" if metric == "auc" else f"precision@{report['k']}")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"cycle {report['started_at']}: {report['decision']['status']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _json_safe(obj):
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def retrain_once(
+    feature_store,
+    model_store,
+    registry,
+    *,
+    params: dict | None = None,
+    holdout: float = 0.1,
+    k: int = 10,
+    tolerance: float = 0.02,
+    warm_start: bool = False,
+    warm_epochs: int = 5,
+    min_interactions: int = 10,
+    seed: int | None = None,
+    num_threads: int = 1,
+) -> CycleResult:
+    """Run one cycle; see the module docstring."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    t0 = time.perf_counter()
+    interactions = feature_store.read_interactions()
+    if len(interactions) < min_interactions:
+        log.info("retrain: skipped, %d interactions in the log", len(interactions))
+        return CycleResult("skipped", reasons=[f"only {len(interactions)} interactions"])
+    user_features = dict(feature_store.iter_features("users"))
+    item_features = dict(feature_store.iter_features("items"))
+    older, newest = time_holdout(interactions, holdout)
+
+    champion_version = registry.current()
+    champion = None
+    if champion_version is not None:
+        champion = model_store.load(champion_version, with_optimizer=warm_start)
+    merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
+    merged.pop("random_state", None)
+
+    def challenger_on(data):
+        if warm_start and champion is not None:
+            return champion.warm_start(data, user_features, item_features,
+                                       epochs=warm_epochs, num_threads=num_threads)
+        return fit_model(data, user_features, item_features, merged, seed=seed,
+                         num_threads=num_threads)
+
+    probe = challenger_on(older)
+    challenger_metrics = evaluate(probe, newest, user_features=user_features,
+                                  item_features=item_features, k=k)
+    champion_metrics = (
+        evaluate(champion, newest, user_features=user_features, item_features=item_features,
+                 k=k, model_version=champion_version)
+        if champion is not None else None
+    )
+    decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
+    final = challenger_on(interactions)
+    status = "published" if decision.passed else "refused"
+    ts = interactions["timestamp"] if "timestamp" in interactions else None
+    report = {
+        "started_at": started,
+        "k": k,
+        "holdout": {"fraction": holdout, "interactions": len(newest)},
+        "data": {
+            "interactions": len(interactions),
+            "max_timestamp": int(ts.max()) if ts is not None and len(ts) else None,
+        },
+        "mode": "warm_start" if warm_start and champion is not None else "full",
+        "params": merged,
+        "challenger": {"metrics": challenger_metrics},
+        "champion": (
+            {"version": champion_version, "metrics": champion_metrics} if champion else None
+        ),
+        "decision": {"status": status, "tolerance": tolerance, "reasons": decision.reasons,
+                     "checks": decision.checks},
+    }
+    report = _json_safe(report)
+    manifest = model_store.write(final, metrics=report["challenger"]["metrics"],
+                                 extra={"data": report["data"], "mode": report["mode"]})
+    version = manifest["version"]
+    report["challenger"]["version"] = version
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    model_store.write_report(version, "report.json", json.dumps(report, indent=2).encode())
+    try:
+        model_store.write_report(version, "report.png", render_chart(report))
+    except ImportError:
+        log.warning("retrain: matplotlib is missing, no chart (pip install 'hybridrec[plot]')")
+    info = {"status": status, "metrics": report["challenger"]["metrics"],
+            "reasons": decision.reasons}
+    if decision.passed:
+        registry.publish(version, info)
+    else:
+        registry.record(version, info)
+    log.info("retrain: %s %s (champion %s) in %.1fs%s", status, version, champion_version,
+             report["seconds"], "; " + "; ".join(decision.reasons) if decision.reasons else "")
+    return CycleResult(status, version, champion_version, decision.reasons, report)
+
+
+def run_loop(
+    cycle: Callable[[], CycleResult],
+    every: float,
+    *,
+    stop: threading.Event | None = None,
+    max_cycles: int | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run ``cycle`` every ``every`` seconds until SIGTERM/SIGINT (or ``stop`` is set).
+
+    A failing cycle (Redis down, a file error, a bad artifact) is logged and the loop goes
+    on. Returns the number of cycles run.
+    """
+    stop = stop or threading.Event()
+    if install_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    n = 0
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            result = cycle()
+            log.info("cycle %d: %s %s", n + 1, result.status, result.version or "")
+        except (HybridrecError, OSError, ValueError) as exc:
+            log.error("cycle %d failed: %s", n + 1, exc)
+        except Exception as exc:  # the loop must outlive any one cycle
+            if exc.__class__.__module__.startswith("redis"):
+                log.error("cycle %d failed: Redis: %s", n + 1, exc)
+            else:
+                log.exception("cycle %d failed unexpectedly", n + 1)
+        n += 1
+        if max_cycles is not None and n >= max_cycles:
+            break
+        stop.wait(max(0.0, every - (time.monotonic() - t0)))
+    log.info("retrain loop stopped after %d cycles", n)
+    return n
