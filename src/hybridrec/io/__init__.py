@@ -8,12 +8,16 @@ from .files import (
     write_features,
     write_interactions,
 )
+from .sample import Sample, load_sample, sample_dir
 
 __all__ = [
     "MAX_ID_LENGTH",
     "InputError",
+    "Sample",
+    "load_sample",
     "read_features",
     "read_interactions",
+    "sample_dir",
     "write_features",
     "write_interactions",
 ]
