@@ -381,10 +381,14 @@ def _parquet_column(path: object, name: str, column: pa.ChunkedArray) -> pd.Seri
             raise InputError(path, "weight is empty", _WEIGHT_HINT, row=i + 1, column=name)
         return pd.Series(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
     if name == "timestamp" and pa.types.is_timestamp(kind):
-        if kind.tz is None:  # naive timestamps are taken as UTC, as ISO strings are
-            column = column.cast(pa.timestamp(kind.unit, tz="UTC"))
-        column = column.cast(pa.timestamp("s", tz="UTC"), safe=False).cast(pa.int64())
-        kind = column.type
+        # Epoch-based whatever the zone (naive ones are taken as UTC, as ISO strings are);
+        # sub-second precision is floored, as for ISO strings.
+        per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[kind.unit]
+        ticks = column.cast(pa.int64())
+        if column.null_count:  # None marks the empty cells, reported with their row
+            values = [None if t is None else t // per_second for t in ticks.to_pylist()]
+            return pd.Series(values, dtype=object)
+        return pd.Series(ticks.to_numpy() // per_second, dtype=np.int64)
     if pa.types.is_integer(kind):
         if column.null_count:  # None marks the empty cells, reported with their row
             values = column.to_pylist()
