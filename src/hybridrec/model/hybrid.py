@@ -210,10 +210,13 @@ class HybridLightFM(LightFM):
         )
         self.user_matrix_ = self.user_space_.matrix(user_ids.external, user_feats)
         self.item_matrix_ = self.item_space_.matrix(item_ids.external, item_feats)
-        if self.user_space_.n_columns == 0 or self.item_space_.n_columns == 0:
-            raise ValueError(
-                "a side has no features at all: turn its indicators on or give it features"
-            )
+        # All-empty rows (no indicators, only zero weights) make LightFM diverge to NaN.
+        for side, matrix in (("user", self.user_matrix_), ("item", self.item_matrix_)):
+            if matrix.nnz == 0:
+                raise ValueError(
+                    f"the {side} side has no features at all: turn its indicators on or "
+                    "give its entities features with positive weights"
+                )
         rows = user_ids.convert_to_internal(users)
         cols = item_ids.convert_to_internal(items)
         shape = (len(user_ids), len(item_ids))
@@ -290,14 +293,28 @@ class HybridLightFM(LightFM):
         return new
 
     def _fit_epochs(self, epochs: int, num_threads: int) -> None:
+        # LightFM averages its learning rate over the features of a pair's rows: a pair whose
+        # user row and item row are both empty (no indicators, no features) gives 0/0 = NaN
+        # and the whole model diverges. Such a pair has no parameter to learn: leave it out.
+        coo = self.interactions_.tocoo()
+        weight = self._sample_weight
+        keep = (np.diff(self.user_matrix_.indptr) > 0)[coo.row] | (
+            np.diff(self.item_matrix_.indptr) > 0
+        )[coo.col]
+        if not keep.all():
+            coo = sp.coo_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=coo.shape)
+            if weight is not None:
+                weight = sp.coo_matrix(
+                    (weight.data[keep], (weight.row[keep], weight.col[keep])), shape=weight.shape
+                )
         for _ in range(epochs):
             t0 = time.perf_counter()
             LightFM.fit_partial(
                 self,
-                self.interactions_.tocoo(),
+                coo,
                 user_features=self.user_matrix_,
                 item_features=self.item_matrix_,
-                sample_weight=self._sample_weight,
+                sample_weight=weight,
                 epochs=1,
                 num_threads=num_threads,
             )
