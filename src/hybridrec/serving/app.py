@@ -1,0 +1,497 @@
+"""The Flask application: every endpoint of DESIGN.md's HTTP API.
+
+:func:`create_app` wires the feature store, registry, model store, metrics and the
+background :class:`~hybridrec.serving.reloader.Reloader`; nothing is created at import
+time. Request handlers read ``state.snapshot`` once and use that snapshot to the end.
+
+Which features a user has at serving time (the 16 cases of DESIGN.md):
+
+- the feature store is the source of truth: a stored user's features are their current
+  features; a user without stored features has none (a known user keeps the indicator);
+- ``POST /v1/recommendations`` with ``"features"`` replaces them for that request;
+- when the store is unreachable the answer is ``"degraded": true``: a known user gets the
+  features the model was trained with (indicator included), anyone else the baseline, and
+  the items seen in training are excluded instead of the store's seen set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import pandas as pd
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..config import Settings
+from ..errors import HybridrecError, StoreUnavailable
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .openapi import openapi_document
+from .reloader import Reloader, ServingState, log_event
+from .snapshot import Recommendation, Snapshot, UnknownItem
+from .validation import (
+    ApiError,
+    RecommendQuery,
+    parse_bool,
+    parse_features_body,
+    parse_id,
+    parse_id_list,
+    parse_interactions,
+    parse_json,
+    parse_k,
+    parse_recommend_body,
+)
+
+__all__ = ["ServingContext", "create_app"]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ServingContext:
+    """What the app's handlers share; ``app.extensions["hybridrec"]``."""
+
+    def __init__(self, settings: Settings, state: ServingState, reloader: Reloader, **parts):
+        self.settings = settings
+        self.state = state
+        self.reloader = reloader
+        self.metrics: Metrics = parts["metrics"]
+        self.feature_store = parts["feature_store"]
+        self.registry = parts["registry"]
+        self.model_store = parts["model_store"]
+        self._closers: list[Callable[[], None]] = parts.get("closers", [])
+
+    def close(self) -> None:
+        """Stop the background thread and close what :func:`create_app` opened."""
+        self.reloader.stop()
+        for close in self._closers:
+            try:
+                close()
+            except Exception:  # closing must go on
+                pass
+
+
+def _default_parts(settings: Settings, feature_store, registry, model_store):
+    """Connect what the caller did not pass (production wiring)."""
+    closers: list[Callable[[], None]] = []
+    if feature_store is None or registry is None:
+        from ..store.connection import connect
+
+        client = connect(settings)
+        closers.append(client.close)
+        if feature_store is None:
+            from ..store.features import FeatureStore
+
+            feature_store = FeatureStore(
+                client, settings.key_prefix, settings.interaction_log_maxlen
+            )
+        if registry is None:
+            from ..modelstore.registry import Registry
+
+            registry = Registry(client, settings.key_prefix)
+    if model_store is None:
+        from ..modelstore.store import ModelStore
+
+        model_store = ModelStore(settings.model_store)
+    return feature_store, registry, model_store, closers
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    feature_store: Any = None,
+    registry: Any = None,
+    model_store: Any = None,
+    start_reloader: bool = True,
+) -> Flask:
+    """The API as a Flask app.
+
+    Parts not passed are built from ``settings`` (default: the environment); the reloader
+    thread starts at once and loads the registry's current version in the background
+    (``/readyz`` answers 503 until then). ``app.extensions["hybridrec"].close()`` stops it.
+    """
+    settings = settings or Settings.from_env()
+    feature_store, registry, model_store, closers = _default_parts(
+        settings, feature_store, registry, model_store
+    )
+    metrics = Metrics()
+    state = ServingState()
+    reloader = Reloader(
+        state,
+        registry=registry,
+        model_store=model_store,
+        feature_store=feature_store,
+        metrics=metrics,
+        reload_interval=settings.reload_interval,
+    )
+    ctx = ServingContext(
+        settings,
+        state,
+        reloader,
+        metrics=metrics,
+        feature_store=feature_store,
+        registry=registry,
+        model_store=model_store,
+        closers=closers,
+    )
+    app = Flask("hybridrec")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["hybridrec"] = ctx
+    _install_hooks(app, ctx)
+    _install_routes(app, ctx)
+    if start_reloader:
+        reloader.start()
+    return app
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def _install_hooks(app: Flask, ctx: ServingContext) -> None:
+    metrics = ctx.metrics
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        started = g.get("started")
+        if started is not None:
+            metrics.latency.labels(rule, request.method).observe(time.perf_counter() - started)
+        metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return _refuse(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = exc.description or exc.name
+        if status == 404:
+            message = f"no route {request.method} {request.path}; see /openapi.json"
+        response = _refuse(status, code, message)
+        if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        metrics.errors.labels("internal").inc()
+        log_event(
+            logging.ERROR,
+            "request_failed",
+            method=request.method,
+            path=request.path,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        logging.getLogger("hybridrec.serving").debug("traceback", exc_info=exc)
+        return _error(500, "internal", "internal error; the server log has the details")
+
+    def _refuse(status: int, code: str, message: str) -> Response:
+        metrics.errors.labels(code).inc()
+        log_event(
+            logging.INFO if status < 500 else logging.WARNING,
+            "request_refused",
+            status=status,
+            code=code,
+            method=request.method,
+            path=request.path[:300],
+            message=message[:300],
+        )
+        return _error(status, code, message)
+
+
+def _authorized(ctx: ServingContext) -> None:
+    token = ctx.settings.api_token
+    if not token:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+    )
+    if not ok:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this call needs 'Authorization: Bearer <HYBRIDREC_API_TOKEN>'"
+            if not header
+            else "wrong token or authorization scheme (expected 'Bearer <token>')",
+        )
+
+
+def _protected(ctx: ServingContext):
+    """Writes and admin calls need the bearer token when one is configured."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            _authorized(ctx)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _body(ctx: ServingContext) -> dict[str, Any]:
+    limit = ctx.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+    return parse_json(request.content_type, request.get_data(cache=False), limit)
+
+
+def _snapshot(ctx: ServingContext) -> Snapshot:
+    snap = ctx.state.snapshot
+    if snap is None:
+        raise ApiError(
+            503,
+            "no_model",
+            "no model is loaded yet: publish one with 'hybridrec train --publish' "
+            "(this server picks it up by itself)",
+        )
+    return snap
+
+
+def _store_call(ctx: ServingContext, where: str, call: Callable[[], Any]) -> Any:
+    """A feature-store call for a write or a lookup with no fallback: 503 when down."""
+    try:
+        return call()
+    except StoreUnavailable as exc:
+        ctx.reloader.store_failed(where, exc)
+        raise ApiError(
+            503, "store_unavailable", f"the feature store is unavailable: {exc}"
+        ) from None
+    except HybridrecError as exc:
+        ctx.reloader.store_failed(where, exc)
+        raise ApiError(503, "store_error", str(exc)) from None
+
+
+# -- recommendations ---------------------------------------------------------------------------
+
+
+def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
+    snap = _snapshot(ctx)
+    uid, inline = query.user_id, query.features
+    stored, seen, degraded = None, (), False
+    if uid is not None and (inline is None or query.exclude_seen):
+        stored, seen, degraded = _user_context(ctx, uid)
+    if inline is not None:
+        features = inline
+    elif degraded:
+        features = None  # what the snapshot knows: a known user's training features
+    else:
+        features = stored or {}  # the store is the truth: nothing stored, no features
+    exclude = list(query.exclude)
+    if query.exclude_seen:
+        exclude.extend(snap.training_seen(uid) if degraded else seen)
+    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items)
+    _count(ctx, rec, degraded)
+    return {
+        "user_id": uid,
+        "model_version": snap.version,
+        "strategy": rec.strategy,
+        "user_case": rec.user_case,
+        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "unscorable": rec.unscorable,
+        "degraded": degraded,
+    }
+
+
+def _user_context(ctx: ServingContext, user_id: str):
+    """``(stored features or None, seen ids, degraded)``: one store round trip."""
+    if not ctx.state.store_ok:
+        return None, set(), True
+    try:
+        features, seen = ctx.feature_store.user_context(user_id)
+    except (HybridrecError, ValueError) as exc:  # unreachable, or unreadable data
+        ctx.reloader.store_failed("user_context", exc)
+        return None, set(), True
+    return features, seen, False
+
+
+def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
+    m = ctx.metrics
+    m.recommendations.labels(rec.strategy, rec.user_case, "true" if degraded else "false").inc()
+    if rec.unknown_user_features:
+        m.unknown_features.labels("user").inc(rec.unknown_user_features)
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def _install_routes(app: Flask, ctx: ServingContext) -> None:
+    settings = ctx.settings
+    protected = _protected(ctx)
+
+    @app.get("/v1/users/<user_id>/recommendations")
+    def user_recommendations(user_id: str):
+        args = request.args
+        query = RecommendQuery(
+            user_id=parse_id(user_id, "user_id"),
+            features=None,
+            k=parse_k(args.get("k"), settings.max_k),
+            exclude=parse_id_list(args.get("exclude"), "exclude"),
+            exclude_seen=parse_bool(args.get("exclude_seen"), "exclude_seen", True),
+            items=None,
+        )
+        return jsonify(_recommend(ctx, query))
+
+    @app.post("/v1/recommendations")
+    def recommendations():
+        query = parse_recommend_body(_body(ctx), settings.max_k)
+        return jsonify(_recommend(ctx, query))
+
+    @app.get("/v1/items/<item_id>/similar")
+    def similar_items(item_id: str):
+        item_id = parse_id(item_id, "item_id")
+        k = parse_k(request.args.get("k"), settings.max_k)
+        snap = _snapshot(ctx)
+        try:
+            items = snap.similar(item_id, k)
+        except UnknownItem:
+            raise ApiError(
+                404,
+                "not_found",
+                f"item {item_id!r} is not recommendable: unknown to the model and without "
+                "features in the store, or deleted",
+            ) from None
+        return jsonify(
+            {
+                "item_id": item_id,
+                "model_version": snap.version,
+                "items": [{"item_id": i, "score": s} for i, s in items],
+            }
+        )
+
+    for kind, singular in (("users", "user"), ("items", "item")):
+        _feature_routes(app, ctx, protected, kind, singular)
+
+    @app.post("/v1/interactions")
+    @protected
+    def interactions():
+        rows = parse_interactions(_body(ctx), now=int(time.time()))
+        frame = pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "timestamp"])
+        n = _store_call(ctx, "interactions", lambda: ctx.feature_store.add_interactions(frame))
+        return jsonify({"accepted": int(n)}), 202
+
+    @app.get("/v1/model")
+    def model_info():
+        snap = _snapshot(ctx)
+        manifest = snap.manifest or {}
+        sizes = manifest.get("sizes", {})
+        return jsonify(
+            {
+                "model_version": snap.version,
+                "created_at": manifest.get("created_at"),
+                "loaded_at": _iso(snap.loaded_at),
+                "snapshot_age_seconds": round(time.time() - snap.loaded_at, 3),
+                "items": snap.n_items,
+                "overlay_items": snap.overlay_items,
+                "users": len(snap.model.user_space_.entities),
+                "components": int(snap.model.no_components),
+                "sizes": sizes,
+                "metrics": manifest.get("metrics", {}),
+                "store": "ok" if ctx.state.store_ok else "unavailable",
+            }
+        )
+
+    @app.post("/v1/admin/reload")
+    @protected
+    def admin_reload():
+        force = parse_bool(request.args.get("force"), "force", False)
+        result = ctx.reloader.reload_now(force=force)
+        if result.error is not None:
+            if result.version is None:
+                raise ApiError(503, "no_model", f"nothing to serve: {result.error}")
+            raise ApiError(503, "reload_failed", f"{result.error}; still serving {result.version}")
+        return jsonify({"model_version": result.version, "reloaded": result.changed})
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        snap = ctx.state.snapshot
+        if snap is None:  # polled while starting: not an error worth a log line
+            return _error(503, "no_model", "no model is loaded yet")
+        return jsonify(
+            {
+                "status": "ready",
+                "model_version": snap.version,
+                "store": "ok" if ctx.state.store_ok else "unavailable",
+            }
+        )
+
+    @app.get("/metrics")
+    def metrics():
+        snap = ctx.state.snapshot
+        if snap is not None:
+            ctx.metrics.snapshot_age.set(time.time() - snap.loaded_at)
+        return Response(ctx.metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(openapi_document(settings))
+
+
+def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singular: str):
+    path = f"/v1/{kind}/<entity_id>/features"
+    fs = ctx.feature_store
+
+    def get_features(entity_id: str):
+        entity_id = parse_id(entity_id, f"{singular}_id")
+        found = _store_call(ctx, "features", lambda: fs.get_features(kind, entity_id))
+        if found is None:
+            raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")
+        return jsonify({f"{singular}_id": entity_id, "features": found})
+
+    def put_features(entity_id: str):
+        entity_id = parse_id(entity_id, f"{singular}_id")
+        features = parse_features_body(_body(ctx))
+        _store_call(ctx, "features", lambda: fs.put_features(kind, entity_id, features))
+        if kind == "items":
+            ctx.reloader.wake()
+        return jsonify({f"{singular}_id": entity_id, "features": features})
+
+    def delete_features(entity_id: str):
+        entity_id = parse_id(entity_id, f"{singular}_id")
+        existed = _store_call(ctx, "features", lambda: fs.delete_features(kind, entity_id))
+        if not existed:
+            raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")
+        if kind == "items":
+            ctx.reloader.wake()
+        return "", 204
+
+    app.add_url_rule(path, f"get_{singular}_features", get_features, methods=["GET"])
+    app.add_url_rule(path, f"put_{singular}_features", protected(put_features), methods=["PUT"])
+    app.add_url_rule(
+        path, f"delete_{singular}_features", protected(delete_features), methods=["DELETE"]
+    )
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,360 @@
+"""The per-worker background thread that keeps the serving snapshot current.
+
+:class:`ServingState` holds one reference to the current :class:`Snapshot`; requests read
+it once and use that snapshot to the end, so a request never sees half a model. Only the
+:class:`Reloader` thread replaces it. Each tick (``TICK`` seconds, or at once when woken):
+
+1. while the feature store is marked down, PING it; the first answer ends degraded mode;
+2. every ``reload_interval`` seconds (or when asked), read the registry's generation
+   counter (one GET); when it moved and the current version differs from the served one,
+   load and verify the artifact, build the next snapshot, reconcile it with the store's
+   catalog and swap. A failure keeps the old snapshot, logs one structured line and
+   counts in ``hybridrec_model_reloads_total{result="failure"}``; the same version is
+   retried after ``RETRY_FAILED`` seconds, or at once on a new publish or a forced reload;
+3. read the item change feed after the last cursor, fetch the current features of the
+   changed items and derive the next snapshot (new items appended, changed items
+   re-represented, deleted items masked).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import HybridrecError, StoreUnavailable
+from ..store.features import RESYNC
+from .metrics import Metrics
+from .snapshot import Snapshot
+
+__all__ = ["Reloader", "ReloadResult", "ServingState", "log_event"]
+
+log = logging.getLogger("hybridrec.serving")
+
+TICK = 0.5  # seconds between change-feed polls: new items are live within about a second
+RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried again
+
+
+def _catalog_changes(
+    snapshot: Snapshot, catalog: dict[str, dict], feed: list[tuple[str, str]]
+) -> dict[str, dict | None]:
+    """``{item_id: features | None}`` that brings ``snapshot`` in line with the catalog."""
+    changes: dict[str, dict | None] = dict(catalog)
+    for item_id, op in dict(feed).items():  # the last op of each item
+        if op == "delete" and item_id not in catalog:
+            changes[item_id] = None
+    for item_id in snapshot.store_only_ids():
+        if item_id not in catalog:
+            changes[item_id] = None
+    return changes
+
+
+def log_event(level: int, event: str, **fields: Any) -> None:
+    """One structured (JSON) log line."""
+    if log.isEnabledFor(level):
+        log.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+
+
+class ServingState:
+    """What requests read: the current snapshot and whether the store answers."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.store_down_since: float | None = None  # time.monotonic() of the failure
+
+    @property
+    def store_ok(self) -> bool:
+        return self.store_down_since is None
+
+    def mark_store_down(self) -> None:
+        if self.store_down_since is None:
+            self.store_down_since = time.monotonic()
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """Outcome of a reload asked through :meth:`Reloader.reload_now`."""
+
+    version: str | None  # the version served afterwards
+    changed: bool  # a new version was swapped in
+    error: str | None = None
+
+
+class Reloader:
+    """The background thread of one worker; ``start()`` it, ``stop()`` it."""
+
+    def __init__(
+        self,
+        state: ServingState,
+        *,
+        registry: Any,
+        model_store: Any,
+        feature_store: Any,
+        metrics: Metrics,
+        reload_interval: float = 2.0,
+        tick: float = TICK,
+        on_swap: Callable[[Snapshot], None] | None = None,
+    ):
+        self.state = state
+        self.registry = registry
+        self.model_store = model_store
+        self.feature_store = feature_store
+        self.metrics = metrics
+        self.reload_interval = reload_interval
+        self.tick = tick
+        self.on_swap = on_swap
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Condition()
+        self._requests = 0  # reload requests asked ...
+        self._served = 0  # ... and handled
+        self._last_result = ReloadResult(None, False)
+        self._force = False
+        self._generation: object = object()  # never equal to a real generation
+        self._next_registry_check = 0.0
+        self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
+        self._cursor: str | None = None  # item change feed cursor; None: full sync needed
+        self._thread: threading.Thread | None = None
+
+    # -- control --------------------------------------------------------------------------
+
+    def start(self) -> Reloader:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="hybridrec-reloader", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Poll the change feed now (after a local item write)."""
+        self._wake.set()
+
+    def reload_now(self, timeout: float = 60.0, *, force: bool = False) -> ReloadResult:
+        """Check the registry now and wait for the outcome.
+
+        ``force`` reloads even when the served version is current (a fresh snapshot).
+        """
+        with self._done:
+            self._requests += 1
+            ticket = self._requests
+            self._force = self._force or force
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while self._served < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return ReloadResult(self._version(), False, "timed out waiting for reload")
+                self._done.wait(left)
+            return self._last_result
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Block until a snapshot is served; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.state.snapshot is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _version(self) -> str | None:
+        snap = self.state.snapshot
+        return None if snap is None else snap.version
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick_once()
+            except Exception as exc:  # the thread must survive anything
+                log_event(logging.ERROR, "reloader_error", error=repr(exc))
+            self._wake.wait(self.tick)
+            self._wake.clear()
+
+    def _tick_once(self) -> None:
+        if not self.state.store_ok:
+            self._probe_store()
+        with self._done:
+            asked, force = self._requests, self._force
+            self._force = False
+        now = time.monotonic()
+        if asked > self._served or now >= self._next_registry_check:
+            self._next_registry_check = now + self.reload_interval
+            result = self._check_registry(asked=asked > self._served, force=force)
+            with self._done:
+                self._last_result = result
+                self._served = asked
+                self._done.notify_all()
+        if self.state.snapshot is not None and self.state.store_ok:
+            self._follow_items()
+        self._update_gauges()
+
+    def _probe_store(self) -> None:
+        if self.feature_store.ping():
+            down = self.state.store_down_since
+            self.state.store_down_since = None
+            self.metrics.store_down.set(0)
+            self._cursor = None  # the store may have lost or changed data: full sync
+            log_event(
+                logging.WARNING,
+                "store_recovered",
+                down_seconds=round(time.monotonic() - down, 3) if down else None,
+            )
+
+    def store_failed(self, where: str, exc: Exception) -> None:
+        """Count a feature-store failure; an unreachable store starts degraded mode."""
+        self.metrics.store_errors.labels(where=where).inc()
+        if not isinstance(exc, StoreUnavailable):  # e.g. a key of the wrong type
+            log_event(logging.ERROR, "store_error", where=where, error=str(exc))
+            return
+        if self.state.store_ok:
+            log_event(logging.WARNING, "store_unavailable", where=where, error=str(exc))
+        self.state.mark_store_down()
+        self.metrics.store_down.set(1)
+
+    # -- model versions ---------------------------------------------------------------------
+
+    def _check_registry(self, *, asked: bool, force: bool) -> ReloadResult:
+        """Load the registry's current version if it is new (``asked``: check now and
+        retry a failed version; ``force``: reload even the served version)."""
+        served = self._version()
+        now = time.monotonic()
+        retry_due = served is None or any(now - t >= RETRY_FAILED for t in self._failed.values())
+        try:
+            generation = self.registry.generation()
+            published = generation != self._generation
+            if not (published or asked or force or retry_due):
+                return ReloadResult(served, False)
+            version = self.registry.current()
+        except HybridrecError as exc:  # StoreUnavailable included
+            self.store_failed("registry", exc)
+            return ReloadResult(served, False, f"the registry is unavailable: {exc}")
+        self._generation = generation
+        if version is None:
+            return ReloadResult(served, False, None if served else "no model is published yet")
+        if version == served and not force:
+            return ReloadResult(served, False)
+        failed_at = self._failed.get(version)
+        if failed_at is not None and not (published or asked) and now - failed_at < RETRY_FAILED:
+            return ReloadResult(served, False, f"version {version} failed to load")
+        return self._load(version, previous=served)
+
+    def _load(self, version: str, previous: str | None) -> ReloadResult:
+        started = time.perf_counter()
+        try:
+            model = self.model_store.load(version)
+            snapshot = Snapshot.from_model(model, version=version)
+        except Exception as exc:  # any failure keeps the old snapshot
+            self._failed[version] = time.monotonic()
+            self.metrics.reloads.labels(result="failure").inc()
+            log_event(
+                logging.ERROR,
+                "model_load_failed",
+                version=version,
+                serving=previous,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return ReloadResult(previous, False, f"{type(exc).__name__}: {exc}")
+        self._failed.pop(version, None)
+        loaded = time.perf_counter()
+        snapshot, cursor = self._sync_catalog(snapshot)
+        self._swap(snapshot)
+        self._cursor = cursor
+        self.metrics.reloads.labels(result="success").inc()
+        self.metrics.set_model(version, snapshot.loaded_at)
+        log_event(
+            logging.INFO,
+            "model_loaded",
+            version=version,
+            previous=previous,
+            items=snapshot.n_items,
+            overlay_items=snapshot.overlay_items,
+            load_seconds=round(loaded - started, 3),
+            catalog_seconds=round(time.perf_counter() - loaded, 3),
+            catalog_synced=cursor is not None,
+        )
+        return ReloadResult(version, version != previous)
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.state.snapshot = snapshot  # one reference: requests see old or new, whole
+        if self.on_swap is not None:
+            self.on_swap(snapshot)
+
+    # -- the catalog ------------------------------------------------------------------------
+
+    def _sync_catalog(self, snapshot: Snapshot) -> tuple[Snapshot, str | None]:
+        """Apply the whole catalog to ``snapshot``; ``(snapshot, cursor or None)``.
+
+        Items in the catalog get their current features; a model item whose last change
+        in the feed is a delete, and that is not in the catalog, disappears, and so does
+        an item only the store knew that left the catalog. Without the store, the
+        artifact's items are served as trained and the sync is retried (cursor None).
+        """
+        fs = self.feature_store
+        try:
+            cursor = fs.latest_change_cursor()  # first: later changes are replayed after
+            catalog = dict(fs.iter_features("items"))
+            _, feed = fs.item_changes_since("0-0")
+        except HybridrecError as exc:
+            self.store_failed("catalog", exc)
+            return snapshot, None
+        return snapshot.with_items(_catalog_changes(snapshot, catalog, feed)), cursor
+
+    def _follow_items(self) -> None:
+        snap = self.state.snapshot
+        if snap is None:
+            return
+        if self._cursor is None:  # no sync yet for this snapshot, or the store came back
+            synced, cursor = self._sync_catalog(snap)
+            if cursor is not None:
+                if synced is not snap:
+                    self._swap(synced)
+                self._cursor = cursor
+                self.metrics.item_updates.labels(op=RESYNC).inc()
+            return
+        fs = self.feature_store
+        try:
+            cursor, feed = fs.item_changes_since(self._cursor)
+            if feed and feed[0][1] == RESYNC:  # the capped feed lost changes: full sync
+                changes = _catalog_changes(snap, dict(fs.iter_features("items")), [])
+                counts = {RESYNC: 1}
+            else:
+                last_op = dict(feed)  # the last op of each item wins
+                puts = [i for i, op in last_op.items() if op == "put"]
+                features = fs.get_many("items", puts) if puts else {}
+                changes = {
+                    i: (features.get(i, {}) if op == "put" else None) for i, op in last_op.items()
+                }
+                counts = {}
+                for op in last_op.values():
+                    counts[op] = counts.get(op, 0) + 1
+        except HybridrecError as exc:
+            self.store_failed("item_changes", exc)
+            return
+        if changes:
+            nxt = snap.with_items(changes)
+            if nxt is not snap:
+                self._swap(nxt)
+            for op, n in counts.items():
+                self.metrics.item_updates.labels(op=op).inc(n)
+        self._cursor = cursor
+
+    def _update_gauges(self) -> None:
+        snap = self.state.snapshot
+        if snap is None:
+            return
+        self.metrics.snapshot_age.set(time.time() - snap.loaded_at)
+        self.metrics.catalog_items.set(snap.n_items)
+        self.metrics.overlay_items.set(snap.overlay_items)

@@ -1,0 +1,427 @@
+"""The serving snapshot: everything a request needs from one model version, frozen.
+
+A :class:`Snapshot` holds the item representations of a model version with biases folded
+in (rows ``[q_i, b_i, 1]``, float32, C-contiguous), the id maps, the popularity baseline
+and latent norms for similar items. A request builds one user vector ``[q_u, 1, b_u]``,
+does one matrix-vector product over the item rows, masks exclusions and takes the top k
+with ``np.argpartition``.
+
+New and changed catalog items arrive between trainings. They are **appended** to an
+:class:`_ItemTable` whose rows, once written, never change; a snapshot sees the rows below
+its own length, so appending for the next snapshot never disturbs a request that is
+reading the current one. A changed item gets a new row and its old row joins the
+snapshot's ``dead`` rows (masked out at scoring time); a deleted item only joins
+``dead``. When the table's spare capacity is used up, or dead rows exceed a quarter of
+it, :meth:`Snapshot.with_items` compacts: the live rows are copied into a fresh table.
+Memory is therefore bounded (at most two tables while old requests finish) and every
+change is visible in the very next snapshot.
+
+Pure numpy: no Redis, Flask or files here. Which features a user has is decided by the
+caller (see :meth:`Snapshot.recommend`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..model.features import Features
+from ..model.hybrid import HybridLightFM
+
+__all__ = ["Recommendation", "Snapshot", "UnknownItem"]
+
+_MIN_SPARE = 1024
+_SPARE_FRACTION = 0.25  # spare rows and the dead-row share that triggers a compaction
+
+
+class UnknownItem(KeyError):
+    """The item is not in the snapshot (never seen, unscorable or deleted)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer to one recommendation request, best item first."""
+
+    items: list[tuple[str, float]]
+    unscorable: list[str]
+    strategy: str  # "personalized" | "baseline"
+    user_case: str  # one of hybridrec.model.USER_CASES
+    unknown_user_features: int = 0
+
+
+class _ItemTable:
+    """Append-only item rows with spare capacity.
+
+    Only the snapshot at the tip (``length == table.length``) may append; rows below
+    ``length`` are never written again, so snapshots sharing the table stay valid.
+    """
+
+    def __init__(
+        self,
+        factors: np.ndarray,
+        popularity: np.ndarray,
+        ids: Sequence[str],
+        from_store: np.ndarray | None = None,
+    ):
+        n, width = factors.shape
+        capacity = n + max(_MIN_SPARE, int(n * _SPARE_FRACTION))
+        self.factors = np.zeros((capacity, width), dtype=np.float32)
+        self.factors[:n] = factors
+        self.popularity = np.zeros(capacity, dtype=np.float32)
+        self.popularity[:n] = popularity
+        self.norms = np.ones(capacity, dtype=np.float32)
+        q_norms = np.linalg.norm(factors[:, :-2], axis=1)
+        self.norms[:n] = np.where(q_norms > 0, q_norms, 1.0)
+        self.from_store = np.zeros(capacity, dtype=bool)
+        if from_store is not None:
+            self.from_store[:n] = from_store
+        self.ids: list[str] = list(ids)
+        self.length = n
+
+    @property
+    def capacity(self) -> int:
+        return self.factors.shape[0]
+
+    def append(self, rows: list[tuple[str, np.ndarray, float]]) -> None:
+        start = self.length
+        for offset, (item_id, vec, pop) in enumerate(rows):
+            at = start + offset
+            self.factors[at] = vec
+            self.popularity[at] = pop
+            norm = float(np.linalg.norm(vec[:-2]))
+            self.norms[at] = norm if norm > 0 else 1.0
+            self.from_store[at] = True
+            self.ids.append(item_id)
+        self.length = start + len(rows)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One model version plus the catalog changes applied so far; never mutated.
+
+    Build with :meth:`from_model`; derive the next one with :meth:`with_items`.
+    """
+
+    model: HybridLightFM
+    version: str
+    manifest: dict
+    loaded_at: float  # time.time() when this model version was first loaded
+    _table: _ItemTable = field(repr=False)
+    _length: int = field(repr=False)
+    _base: Mapping[str, int] = field(repr=False)  # id -> row of the model's items
+    _overlay: Mapping[str, int] = field(repr=False)  # id -> row (-1: gone), wins over _base
+    _dead: np.ndarray = field(repr=False)  # sorted int64 rows masked out at scoring
+    changed_at: float = 0.0  # time.time() of the last catalog change applied
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_model(
+        cls,
+        model: HybridLightFM,
+        *,
+        version: str | None = None,
+        manifest: dict | None = None,
+    ) -> Snapshot:
+        """The snapshot of a fitted model's known items with their training features."""
+        manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
+        version = version or str(manifest.get("version", "unversioned"))
+        ids = model.item_space_.entities.external
+        table = _ItemTable(model.item_factors(), model.baseline_scores(), ids)
+        # A known item with an empty row (no indicator, no feature) cannot be scored.
+        empty = np.flatnonzero(np.diff(model.item_matrix_.indptr) == 0).astype(np.int64)
+        now = time.time()
+        return cls(
+            model=model,
+            version=version,
+            manifest=manifest,
+            loaded_at=now,
+            _table=table,
+            _length=table.length,
+            _base=model.item_space_.entities._index,
+            _overlay={},
+            _dead=empty,
+            changed_at=now,
+        )
+
+    def with_items(self, changes: Mapping[str, Features | None]) -> Snapshot:
+        """A new snapshot with ``changes`` applied: ``{item_id: features}`` puts the item
+        with exactly these features (known items keep their indicator), ``None`` deletes.
+
+        Returns ``self`` when nothing changes. Items whose row would be empty become
+        unscorable, like a deleted item.
+        """
+        model = self.model
+        overlay = dict(self._overlay)
+        dead = set(self._dead.tolist())
+        appends: list[tuple[str, np.ndarray, float]] = []
+        factors = self._table.factors
+        for raw_id, features in changes.items():
+            item_id = str(raw_id)
+            old = self._row(item_id)
+            vec = None
+            if features is not None:
+                vec = model.item_vector(model.item_row(item_id, features))
+            if vec is None:
+                if old is not None:
+                    dead.add(old)
+                    overlay[item_id] = -1
+                continue
+            vec32 = vec.astype(np.float32)
+            if old is not None and np.array_equal(factors[old], vec32):
+                continue
+            if old is not None:
+                dead.add(old)
+                pop = float(self._table.popularity[old])
+            else:  # new, or a known item deleted earlier and put back
+                known = model.item_space_.entities.get(item_id)
+                pop = float(model.popularity_[known]) if known is not None else 0.0
+            appends.append((item_id, vec32, pop))
+        if not appends and len(dead) == self._dead.size:
+            return self
+
+        table, length = self._table, self._length
+        fits = length == table.length and length + len(appends) <= table.capacity
+        too_dead = len(dead) > _SPARE_FRACTION * max(length, 1)
+        if fits and not too_dead:
+            for offset, (item_id, _, _) in enumerate(appends):
+                overlay[item_id] = length + offset
+            table.append(appends)
+            return self._next(table, length + len(appends), self._base, overlay, dead)
+        return self._compacted(overlay, dead, appends)
+
+    def _next(self, table, length, base, overlay, dead) -> Snapshot:
+        return Snapshot(
+            model=self.model,
+            version=self.version,
+            manifest=self.manifest,
+            loaded_at=self.loaded_at,
+            _table=table,
+            _length=length,
+            _base=base,
+            _overlay=overlay,
+            _dead=np.fromiter(sorted(dead), dtype=np.int64, count=len(dead)),
+            changed_at=time.time(),
+        )
+
+    def _compacted(self, overlay, dead, appends) -> Snapshot:
+        """Copy the live rows and ``appends`` into a fresh table."""
+        alive = np.ones(self._length, dtype=bool)
+        if dead:
+            alive[np.fromiter(dead, dtype=np.int64, count=len(dead))] = False
+        rows = np.flatnonzero(alive)
+        src = self._table
+        width = src.factors.shape[1]
+        ids = [src.ids[r] for r in rows] + [item_id for item_id, _, _ in appends]
+        new_rows = np.asarray([v for _, v, _ in appends], np.float32).reshape(-1, width)
+        factors = np.concatenate([src.factors[rows], new_rows])
+        popularity = np.concatenate(
+            [src.popularity[rows], np.asarray([p for _, _, p in appends], np.float32)]
+        )
+        from_store = np.concatenate([src.from_store[rows], np.ones(len(appends), dtype=bool)])
+        table = _ItemTable(factors, popularity, ids, from_store)
+        index = {item_id: row for row, item_id in enumerate(ids)}
+        return Snapshot(
+            model=self.model,
+            version=self.version,
+            manifest=self.manifest,
+            loaded_at=self.loaded_at,
+            _table=table,
+            _length=table.length,
+            _base=index,
+            _overlay={},
+            _dead=np.zeros(0, dtype=np.int64),
+            changed_at=time.time(),
+        )
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _row(self, item_id: str) -> int | None:
+        row = self._overlay.get(item_id)
+        if row is None:
+            row = self._base.get(item_id)
+            if row is not None and self._dead.size and _contains(self._dead, row):
+                return None
+            return row
+        return None if row < 0 else row
+
+    def __contains__(self, item_id: object) -> bool:
+        return self._row(str(item_id)) is not None
+
+    @property
+    def n_items(self) -> int:
+        """Items that can be recommended now."""
+        return self._length - int(self._dead.size)
+
+    @property
+    def n_rows(self) -> int:
+        return self._length
+
+    @property
+    def capacity(self) -> int:
+        return self._table.capacity
+
+    @property
+    def overlay_items(self) -> int:
+        """Live items whose row came from the feature store rather than the artifact."""
+        origin = self._table.from_store
+        return int(origin[: self._length].sum() - origin[self._dead].sum())
+
+    def item_vector(self, item_id: str) -> np.ndarray:
+        """The ``[q_i, b_i, 1]`` row (float32) of a scorable item; raises UnknownItem."""
+        row = self._row(str(item_id))
+        if row is None:
+            raise UnknownItem(item_id)
+        return self._table.factors[row].copy()
+
+    def store_only_ids(self) -> list[str]:
+        """Ids of live items the model does not know (added from the feature store)."""
+        t = self._table
+        rows = np.flatnonzero(t.from_store[: self._length])
+        if self._dead.size:
+            rows = rows[~np.isin(rows, self._dead)]
+        known = self.model.item_space_.entities
+        return [t.ids[r] for r in rows.tolist() if t.ids[r] not in known]
+
+    def item_ids(self) -> list[str]:
+        """Ids of every item that can be recommended, in row order."""
+        ids = self._table.ids
+        alive = np.ones(self._length, dtype=bool)
+        alive[self._dead] = False
+        return [ids[r] for r in np.flatnonzero(alive)]
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def user_vector(
+        self, user_id: str | None, features: Features | None
+    ) -> tuple[np.ndarray | None, str, int]:
+        """``(vector [q_u, 1, b_u] float32 or None, user_case, unknown feature count)``.
+
+        ``features=None`` uses the features the model was trained with (known users);
+        a mapping, even empty, replaces them, exactly as ``predict_online``.
+        """
+        model = self.model
+        row = model.user_row(user_id, features)
+        known = user_id is not None and model.user_space_.entities.get(user_id) is not None
+        case = (
+            ("known_with_features" if row.n_known_features else "known")
+            if known
+            else ("new_with_features" if row.n_known_features else "unknown")
+        )
+        vec = model.user_vector(row)
+        return (
+            None if vec is None else vec.astype(np.float32),
+            case,
+            row.n_unknown_features,
+        )
+
+    def training_seen(self, user_id: str | None) -> list[str]:
+        """Items a known user interacted with in training (the fallback for ``seen``)."""
+        if user_id is None:
+            return []
+        idx = self.model.user_space_.entities.get(user_id)
+        if idx is None:
+            return []
+        m = self.model.interactions_
+        cols = m.indices[m.indptr[idx] : m.indptr[idx + 1]]
+        return self.model.item_space_.entities.convert_to_external(cols)
+
+    def recommend(
+        self,
+        user_id: str | None,
+        features: Features | None,
+        k: int,
+        *,
+        exclude: Iterable[str] = (),
+        items: Sequence[str] | None = None,
+    ) -> Recommendation:
+        """Top ``k`` items for a user; ``features`` as in :meth:`user_vector`.
+
+        ``exclude`` ids are never returned (unknown ids are ignored). ``items`` restricts
+        scoring to these candidates; those that cannot be scored come back in
+        ``unscorable`` (in request order, duplicates dropped).
+        """
+        uvec, case, unknown = self.user_vector(user_id, features)
+        unscorable: list[str] = []
+        if items is None:
+            if uvec is None:
+                scores = self._table.popularity[: self._length].copy()
+            else:
+                scores = self._table.factors[: self._length] @ uvec
+            scores[self._dead] = -np.inf
+            row_ids = None
+        else:
+            rows: list[int] = []
+            seen_ids: set[str] = set()
+            for item_id in items:
+                if item_id in seen_ids:
+                    continue
+                seen_ids.add(item_id)
+                row = self._row(item_id)
+                if row is None:
+                    unscorable.append(item_id)
+                else:
+                    rows.append(row)
+            row_ids = np.asarray(rows, dtype=np.int64)
+            if uvec is None:
+                scores = self._table.popularity[row_ids]
+            else:
+                scores = self._table.factors[row_ids] @ uvec
+        excluded = self._rows_of(exclude)
+        if excluded.size:
+            if row_ids is None:
+                scores[excluded] = -np.inf
+            else:
+                scores[np.isin(row_ids, excluded)] = -np.inf
+        top = _top_k(scores, k)
+        rows_out = top if row_ids is None else row_ids[top]
+        ids = self._table.ids
+        return Recommendation(
+            items=[
+                (ids[r], float(scores[t]))
+                for r, t in zip(rows_out.tolist(), top.tolist(), strict=True)
+            ],
+            unscorable=unscorable,
+            strategy="baseline" if uvec is None else "personalized",
+            user_case=case,
+            unknown_user_features=unknown,
+        )
+
+    def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` items nearest to ``item_id`` by cosine of latent vectors."""
+        row = self._row(str(item_id))
+        if row is None:
+            raise UnknownItem(item_id)
+        t = self._table
+        q = t.factors[: self._length, :-2]
+        sims = (q @ t.factors[row, :-2]) / (t.norms[: self._length] * t.norms[row])
+        sims[self._dead] = -np.inf
+        sims[row] = -np.inf
+        top = _top_k(sims, k)
+        return [(t.ids[r], float(sims[r])) for r in top.tolist()]
+
+    def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
+        rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
+        return np.asarray(rows, dtype=np.int64)
+
+
+def _contains(sorted_rows: np.ndarray, row: int) -> bool:
+    at = int(np.searchsorted(sorted_rows, row))
+    return at < sorted_rows.size and int(sorted_rows[at]) == row
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best finite scores, best first (ties by position)."""
+    n = scores.shape[0]
+    if n == 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < n:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(n)
+    part = part[np.isfinite(scores[part])]
+    order = np.lexsort((part, -scores[part]))
+    return part[order]
