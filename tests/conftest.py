@@ -12,6 +12,8 @@ Redis (real servers, never mocks):
 - ``redis_cluster`` (session): a 3-master Redis Cluster on loopback ports built with
   Debian's ``/usr/bin/redis-server``; skips (saying why) when that binary is missing.
 - ``cluster_client``: a ``RedisCluster`` client on it, flushed before each test.
+- ``any_redis_client``: parametrized: ``redis_client``, then ``cluster_client``; for
+  contract tests that must pass on both.
 """
 
 from __future__ import annotations
@@ -210,3 +212,9 @@ def cluster_client(redis_cluster):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(params=["server", "cluster"])
+def any_redis_client(request):
+    """``redis_client``, then ``cluster_client``: run a contract on both."""
+    return request.getfixturevalue(f"{'redis' if request.param == 'server' else 'cluster'}_client")

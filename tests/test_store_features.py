@@ -17,17 +17,9 @@ from hybridrec.io import read_features, read_interactions
 from hybridrec.store.features import RESYNC, FeatureStore
 
 
-@pytest.fixture(params=["server", "cluster"])
-def client(request):
-    """A flushed client on the standalone server, then on the cluster."""
-    return request.getfixturevalue(
-        "redis_client" if request.param == "server" else "cluster_client"
-    )
-
-
 @pytest.fixture
-def store(client) -> FeatureStore:
-    return FeatureStore(client, prefix="hr", log_maxlen=1000)
+def store(any_redis_client) -> FeatureStore:
+    return FeatureStore(any_redis_client, prefix="hr", log_maxlen=1000)
 
 
 def features_frame(rows):
@@ -75,13 +67,13 @@ def test_bad_features_are_refused_and_nothing_is_written(store, bad):
     assert store.catalog_ids() == []
 
 
-def test_bad_kind_id_and_prefix(store, client):
+def test_bad_kind_id_and_prefix(store, any_redis_client):
     with pytest.raises(ValueError, match="kind"):
         store.get_features("things", "x")
     with pytest.raises(ValueError, match="non-empty"):
         store.put_features("users", "", {"a": 1.0})
     with pytest.raises(ValueError, match="braces"):
-        FeatureStore(client, prefix="a{b}")
+        FeatureStore(any_redis_client, prefix="a{b}")
 
 
 @pytest.mark.parametrize(
@@ -219,8 +211,8 @@ def test_item_changes_feed(store):
     assert store.item_changes_since(cursor) == (cursor, [])
 
 
-def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(client):
-    store = FeatureStore(client, prefix="hr", changes_maxlen=10)
+def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_client):
+    store = FeatureStore(any_redis_client, prefix="hr", changes_maxlen=10)
     store.put_features("items", "first", {"f": 1.0})
     cursor = store.latest_change_cursor()
     store.load_features("items", features_frame([(f"i{n}", "f", 1.0) for n in range(500)]))
@@ -252,8 +244,8 @@ def test_interactions_log_and_seen_sets(store, tmp_path):
     assert store.read_interactions(since=newer.attrs["last_id"]).empty
 
 
-def test_interaction_log_is_capped_and_paged(client):
-    store = FeatureStore(client, prefix="hr", log_maxlen=1000)
+def test_interaction_log_is_capped_and_paged(any_redis_client):
+    store = FeatureStore(any_redis_client, prefix="hr", log_maxlen=1000)
     n = 12_000
     frame = pd.DataFrame(
         {"user_id": [f"u{k % 50}" for k in range(n)], "item_id": [f"i{k}" for k in range(n)]}
