@@ -272,12 +272,14 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    proc = Path(f"/proc/{pid}/comm")
-    if proc.parent.exists():  # Linux: make sure a recycled pid is still a redis-server
+    proc = Path(f"/proc/{pid}/stat")
+    if proc.parent.parent.exists():  # Linux: a recycled pid or an unreaped zombie is no server
         try:
-            return "redis" in proc.read_text()
+            stat = proc.read_text()
         except OSError:
             return False
+        name, _, rest = stat.partition(") ")
+        return "redis" in name and rest[:1] not in ("Z", "X")
     return True
 
 

@@ -1,0 +1,205 @@
+"""``features load``, ``interactions load``, ``models list|promote|rollback``, ``redis ...``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..errors import HybridrecError
+from . import main
+from ._env import Env
+
+
+@main.group()
+def features() -> None:
+    """User and item features in the feature store."""
+
+
+@features.command("load")
+@click.argument("kind", type=click.Choice(["users", "items"]))
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Each entity in FILE gets exactly FILE's features (its other stored features "
+    "are dropped); entities absent from FILE are untouched. Default: merge.",
+)
+@click.pass_obj
+def features_load(env: Env, kind: str, path: str, replace: bool) -> None:
+    """Load FILE (CSV or Parquet, long format id,feature[,weight]) into the store.
+
+    The whole file is checked first: a bad file changes nothing.
+    """
+    from ..io.files import read_features
+
+    frame = read_features(path)  # validates everything before Redis is touched
+    rows = env.feature_store.load_features(kind, frame, replace=replace)
+    entities = frame["id"].nunique()
+    merged = frame.attrs.get("duplicates", 0)
+    click.echo(
+        f"loaded {rows} features of {entities} {kind} "
+        f"({'replaced' if replace else 'merged'}"
+        f"{f', {merged} duplicate rows summed' if merged else ''}); "
+        f"{env.feature_store.count(kind)} {kind} in the store"
+    )
+
+
+@main.group()
+def interactions() -> None:
+    """The interaction log in the feature store."""
+
+
+@interactions.command("load")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.pass_obj
+def interactions_load(env: Env, path: str) -> None:
+    """Append FILE (user_id,item_id[,weight][,timestamp]) to the log and the seen sets.
+
+    The whole file is checked first: a bad file changes nothing.
+    """
+    from ..io.files import read_interactions
+
+    frame = read_interactions(path)
+    added = env.feature_store.add_interactions(frame)
+    click.echo(
+        f"loaded {added} interactions of {frame['user_id'].nunique()} users and "
+        f"{frame['item_id'].nunique()} items; the log holds {env.feature_store.log_length()}"
+    )
+
+
+# -------------------------------------------------------------------------------- models
+
+
+@main.group()
+def models() -> None:
+    """Model versions: list them, promote one, roll back."""
+
+
+def _metrics_summary(metrics: Any) -> str:
+    if not isinstance(metrics, dict) or not metrics:
+        return ""
+    overall = metrics.get("segments", {}).get("all") if "segments" in metrics else None
+    if isinstance(overall, dict):
+        k = metrics.get("k", "k")
+        names = (("precision", f"p@{k}"), ("recall", f"r@{k}"), ("ndcg", "ndcg"), ("auc", "auc"))
+        return " ".join(f"{label}={overall[n]:.4f}" for n, label in names if n in overall)
+    flat = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+    return " ".join(f"{k}={v:.4g}" for k, v in flat[:4])
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every field.")
+@click.pass_obj
+def models_list(env: Env, as_json: bool) -> None:
+    """Versions in the registry (and whole artifacts it has not recorded), oldest first."""
+    listed = env.registry.versions()
+    known = {v["version"] for v in listed}
+    stored = set(env.model_store.versions())
+    for entry in listed:
+        entry["artifact"] = entry["version"] in stored
+    listed += [
+        {"version": v, "status": "unregistered", "current": False, "artifact": True}
+        for v in sorted(stored - known)
+    ]
+    if as_json:
+        click.echo(json.dumps(listed, indent=2, sort_keys=True, default=str))
+        return
+    if not listed:
+        click.echo("no model versions yet: run 'hybridrec train --publish'")
+        return
+    click.echo(f"  {'VERSION':<26}{'STATUS':<14}{'CREATED':<22}METRICS")
+    for e in listed:
+        mark = "*" if e.get("current") else " "
+        status = e["status"] + ("" if e.get("artifact") else " (no artifact)")
+        click.echo(
+            f"{mark} {e['version']:<26}{status:<14}{str(e.get('created_at') or ''):<22}"
+            f"{_metrics_summary(e.get('metrics'))}".rstrip()
+        )
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even a version the quality gate refused.")
+@click.pass_obj
+def models_promote(env: Env, version: str, force: bool) -> None:
+    """Make VERSION current (its artifact is verified first)."""
+    from ..modelstore.registry import promote_model
+
+    generation = promote_model(env.model_store, env.registry, version, force=force)
+    click.echo(f"current model version: {version} (generation {generation})")
+
+
+@models.command("rollback")
+@click.pass_obj
+def models_rollback(env: Env) -> None:
+    """Move back to the version that was current before this one."""
+    from ..modelstore.registry import rollback_model
+
+    before = env.registry.current()
+    version = rollback_model(env.model_store, env.registry)
+    click.echo(f"rolled back from {before} to {version}")
+
+
+# --------------------------------------------------------------------------------- redis
+
+
+@main.group("redis")
+def redis_group() -> None:
+    """The embedded Redis server (used when no --redis-url is given)."""
+
+
+def _embedded(env: Env):
+    from ..store.connection import EmbeddedServer, redact_url
+
+    if env.settings.redis_url is not None:
+        raise HybridrecError(
+            f"--redis-url / HYBRIDREC_REDIS_URL is set ({redact_url(env.settings.redis_url)}): "
+            "hybridrec manages only its embedded Redis; unset it to manage that one"
+        )
+    return EmbeddedServer(env.settings.data_dir)
+
+
+@redis_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def redis_status(env: Env, as_json: bool) -> None:
+    """Is the embedded server running? Pid, socket, keys, memory."""
+    if env.settings.redis_url is not None:
+        from ..store.connection import redact_url
+
+        info = env.redis.info("server")
+        status: dict[str, Any] | None = {
+            "state": "reachable",
+            "url": redact_url(env.settings.redis_url),
+            "version": info.get("redis_version"),
+        }
+    else:
+        status = _embedded(env).status()
+    if as_json:
+        click.echo(json.dumps(status))
+    elif status is None:
+        click.echo(f"embedded Redis: not running (data in {_embedded(env).data_dir})")
+    else:
+        click.echo(" ".join(f"{k}={v}" for k, v in status.items()))
+
+
+@redis_group.command("start")
+@click.pass_obj
+def redis_start(env: Env) -> None:
+    """Start the embedded server in the background (commands start it when needed)."""
+    server = _embedded(env)
+    server.start()
+    click.echo(f"embedded Redis running (pid {server.pid()}, socket {server.socket_path})")
+
+
+@redis_group.command("stop")
+@click.pass_obj
+def redis_stop(env: Env) -> None:
+    """Save the data and stop the embedded server (other processes lose it too)."""
+    server = _embedded(env)
+    if server.stop():
+        click.echo(f"embedded Redis stopped; data kept in {server.data_dir}")
+    else:
+        click.echo("embedded Redis was not running")
