@@ -218,3 +218,107 @@ def cluster_client(redis_cluster):
 def any_redis_client(request):
     """``redis_client``, then ``cluster_client``: run a contract on both."""
     return request.getfixturevalue(f"{'redis' if request.param == 'server' else 'cluster'}_client")
+
+
+# -- serving (tests/test_serving_*.py, tests/test_api_*.py) ------------------------------------
+
+
+@dataclass
+class ServingWorld:
+    """A loaded feature store, a published model and the parts an app needs."""
+
+    settings: Settings
+    redis: redis.Redis
+    feature_store: object
+    registry: object
+    model_store: object
+    data: object  # tests.synthetic.Synthetic, with features on even users and items only
+    model: object
+    version: str = ""
+    apps: list = field(default_factory=list)
+
+    def publish(self, model) -> str:
+        from hybridrec.modelstore.registry import publish_model
+
+        return publish_model(self.model_store, self.registry, model)["version"]
+
+    def app(self, wait: bool = True, **overrides):
+        """A started app on this world; closed at teardown."""
+        from dataclasses import replace
+
+        from hybridrec.serving import create_app
+
+        app = create_app(
+            replace(self.settings, **overrides),
+            feature_store=self.feature_store,
+            registry=self.registry,
+            model_store=self.model_store,
+        )
+        self.apps.append(app)
+        if wait:
+            assert app.extensions["hybridrec"].reloader.wait_ready(30), "no model loaded"
+        return app
+
+
+def _serving_data():
+    from .synthetic import make_synthetic
+
+    data = make_synthetic(n_users=60, n_items=40, n_groups=4, per_user=8, seed=3)
+    user_features = {u: f for u, f in data.user_features.items() if int(u[1:]) % 2 == 0}
+    item_features = {i: f for i, f in data.item_features.items() if int(i[1:]) % 2 == 0}
+    return type(data)(
+        data.interactions, user_features, item_features, data.user_group, data.item_group
+    )
+
+
+@pytest.fixture(scope="session")
+def serving_model():
+    """``(data, model)``: a small fitted HybridLightFM (8 components, both indicators)."""
+    from hybridrec.model import HybridLightFM
+
+    data = _serving_data()
+    model = HybridLightFM(no_components=8, epochs=10, random_state=0).fit(
+        data.interactions, data.user_features, data.item_features
+    )
+    return data, model
+
+
+@pytest.fixture
+def serving_world(settings, serving_model):
+    """``serving_model``'s data in a fresh feature store and the model published."""
+    from dataclasses import replace
+
+    from hybridrec.modelstore.registry import Registry
+    from hybridrec.modelstore.store import ModelStore
+    from hybridrec.store.connection import connect
+    from hybridrec.store.features import FeatureStore
+
+    data, model = serving_model
+    settings = replace(settings, reload_interval=0.2)
+    client = connect(settings)
+    store = FeatureStore(client, settings.key_prefix)
+    for user_id, features in data.user_features.items():
+        store.put_features("users", user_id, features)
+    for item_id, features in data.item_features.items():
+        store.put_features("items", item_id, features)
+    store.add_interactions(data.interactions)
+    world = ServingWorld(
+        settings,
+        client,
+        store,
+        Registry(client, settings.key_prefix),
+        ModelStore(settings.model_store),
+        data,
+        model,
+    )
+    world.version = world.publish(model)
+    yield world
+    for app in world.apps:
+        app.extensions["hybridrec"].close()
+    client.close()
+
+
+@pytest.fixture
+def serving_api(serving_world):
+    """A Flask test client of an app serving ``serving_world`` (model loaded)."""
+    return serving_world.app().test_client()
