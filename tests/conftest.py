@@ -283,9 +283,7 @@ def serving_model():
     return data, model
 
 
-@pytest.fixture
-def serving_world(settings, serving_model):
-    """``serving_model``'s data in a fresh feature store and the model published."""
+def _serving_world(settings, serving_model):
     from dataclasses import replace
 
     from hybridrec.modelstore.registry import Registry
@@ -316,6 +314,25 @@ def serving_world(settings, serving_model):
     for app in world.apps:
         app.extensions["hybridrec"].close()
     client.close()
+
+
+@pytest.fixture
+def serving_world(settings, serving_model):
+    """``serving_model``'s data in a fresh feature store and the model published."""
+    yield from _serving_world(settings, serving_model)
+
+
+@pytest.fixture(scope="module")
+def shared_serving_world(redis_server, serving_model, tmp_path_factory):
+    """Like ``serving_world``, shared by a module's tests (for tests that only read)."""
+    tmp = tmp_path_factory.mktemp("serving")
+    settings = Settings(
+        redis_url=redis_server.url,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        data_dir=tmp / ".hybridrec",
+        model_store=str(tmp / "models"),
+    )
+    yield from _serving_world(settings, serving_model)
 
 
 @pytest.fixture
