@@ -46,6 +46,7 @@ class Settings:
     max_k: int = 1000  # HYBRIDREC_MAX_K
     max_body_bytes: int = 1 << 20  # HYBRIDREC_MAX_BODY_BYTES
     reload_interval: float = 2.0  # HYBRIDREC_RELOAD_INTERVAL (seconds between registry polls)
+    serve_redis_timeout: float = 0.5  # HYBRIDREC_SERVE_REDIS_TIMEOUT (a request's Redis wait)
     gate_tolerance: float = 0.02  # HYBRIDREC_GATE_TOLERANCE (relative regression allowed)
 
     @classmethod
@@ -62,6 +63,7 @@ class Settings:
             max_k=_int("HYBRIDREC_MAX_K", cls.max_k),
             max_body_bytes=_int("HYBRIDREC_MAX_BODY_BYTES", cls.max_body_bytes),
             reload_interval=_float("HYBRIDREC_RELOAD_INTERVAL", cls.reload_interval),
+            serve_redis_timeout=_float("HYBRIDREC_SERVE_REDIS_TIMEOUT", cls.serve_redis_timeout),
             gate_tolerance=_float("HYBRIDREC_GATE_TOLERANCE", cls.gate_tolerance),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
