@@ -28,7 +28,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from hybridrec.config import Settings
 from hybridrec.store.connection import EmbeddedServer, redis_server_binary
@@ -92,8 +94,10 @@ def start_redis(binary: str, directory: Path, *args: str, timeout: float = 10.0)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if server.client(socket_connect_timeout=0.5).ping():
+            if server.client(socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)).ping():
                 return server
+        except (redis.AuthenticationError, redis.ResponseError):
+            return server  # it answers; it wants a password (given in ``args``)
         except redis.ConnectionError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -128,7 +128,7 @@ def redact_url(url: str) -> str:
         f"{k}=***" if k == "password" else f"{k}={v}"
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )
-    return parts._replace(netloc=netloc, query=query).geturl()
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _malformed(url: str, problem: str) -> StoreUnavailable:
@@ -187,8 +187,12 @@ def _client_from_url(url: str, defaults: dict[str, Any]) -> redis.Redis | RedisC
         raise _malformed(url, f"unknown scheme {scheme + '://' if scheme else '(none)'}")
     if scheme.endswith("+cluster"):
         return _cluster_client(url, defaults)
-    if scheme in ("redis", "rediss") and not urlsplit(url).hostname:
-        raise _malformed(url, "no host")
+    if scheme in ("redis", "rediss"):
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise _malformed(url, "no host")
+        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+            raise _malformed(url, f"the path must be a database number, not {parts.path!r}")
     if scheme == "unix" and not urlsplit(url).path:
         raise _malformed(url, "no socket path")
     try:
@@ -227,7 +231,7 @@ def connect(settings: Settings) -> redis.Redis | RedisCluster:
         raise
     except redis.AuthenticationError as exc:
         raise StoreUnavailable(f"{where} refused the credentials ({_one_line(exc)})") from None
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
         raise StoreUnavailable(f"cannot reach {where}: {_one_line(exc)}; {hint}") from None
     return client
 

@@ -1,0 +1,163 @@
+"""Connecting by URL: TCP, TLS, unix sockets, passwords, ACL users, clusters, and faults."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+
+from hybridrec.config import Settings
+from hybridrec.errors import StoreUnavailable
+from hybridrec.modelstore.registry import Registry
+from hybridrec.store.connection import connect, is_cluster, redact_url, redis_server_binary
+from hybridrec.store.features import FeatureStore
+
+from .conftest import DEBIAN_REDIS_SERVER, _free_port, start_redis
+
+PASSWORD = "s3cret:/@?"  # characters that must be percent-encoded in a URL
+QUOTED = "s3cret%3A%2F%40%3F"
+
+
+@pytest.fixture(scope="module")
+def secured_server(tmp_path_factory):
+    """A Redis that needs a password, with an ACL user ``alice``."""
+    server = start_redis(
+        redis_server_binary(), tmp_path_factory.mktemp("secured"), "--requirepass", PASSWORD
+    )
+    admin = server.client(password=PASSWORD)
+    admin.acl_setuser(
+        "alice", enabled=True, passwords=["+wonderland"], keys="*", commands=["+@all"]
+    )
+    yield server
+    server.stop()
+
+
+def url_settings(url: str) -> Settings:
+    return Settings(redis_url=url)
+
+
+def test_tcp_and_unix_urls(redis_server):
+    for url in (redis_server.url, redis_server.unix_url, f"redis://127.0.0.1:{redis_server.port}"):
+        client = connect(url_settings(url))
+        assert client.ping() and not is_cluster(client)
+        client.set("k", "v")
+        assert client.get("k") == "v"  # replies are str
+
+
+def test_passwords_and_acl_users(secured_server):
+    port, sock = secured_server.port, secured_server.socket_path
+    for url in (
+        f"redis://:{QUOTED}@127.0.0.1:{port}/0",
+        f"redis://alice:wonderland@127.0.0.1:{port}/1",
+        f"unix://:{QUOTED}@{sock}?db=2",
+        f"unix://{sock}?password=wonderland&username=alice",
+    ):
+        assert connect(url_settings(url)).ping(), url
+    with pytest.raises(StoreUnavailable, match="refused the credentials") as err:
+        connect(url_settings(f"redis://:wrong-password@127.0.0.1:{port}/0"))
+    assert "wrong-password" not in str(err.value)
+    with pytest.raises(StoreUnavailable):
+        connect(url_settings(f"redis://127.0.0.1:{port}/0"))  # no password at all
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """Debian's redis-server (built with TLS) on a TLS port with a self-signed certificate."""
+    openssl = shutil.which("openssl")
+    if not DEBIAN_REDIS_SERVER.exists() or openssl is None:
+        pytest.skip("TLS test needs Debian's redis-server and openssl (apt-get install both)")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(DEBIAN_REDIS_SERVER), "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d),
+         "--tls-cert-file", str(d / "cert.pem"), "--tls-key-file", str(d / "key.pem"),
+         "--tls-ca-cert-file", str(d / "cert.pem"), "--tls-auth-clients", "no",
+         "--requirepass", "tlspass"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://:tlspass@127.0.0.1:{port}/0?ssl_ca_certs={d / 'cert.pem'}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.skip("this redis-server could not serve TLS")
+            time.sleep(0.05)
+    yield url, port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_rediss_url(tls_server):
+    url, port = tls_server
+    assert connect(url_settings(url)).ping()
+    with pytest.raises(StoreUnavailable, match="cannot reach"):  # TLS port, plain TCP
+        connect(url_settings(f"redis://:tlspass@127.0.0.1:{port}/0"))
+
+
+def test_cluster_url(redis_cluster, cluster_client):
+    seeds = ",".join(f"127.0.0.1:{n.port}" for n in redis_cluster.nodes)
+    for url in (
+        redis_cluster.url,
+        f"redis+cluster://{seeds}",
+        "redis+cluster://127.0.0.1:1," + seeds,
+    ):
+        client = connect(url_settings(url))
+        assert is_cluster(client) and client.ping()
+    store = FeatureStore(client, "c")
+    for n in range(50):
+        store.put_features("items", f"i{n}", {"f": float(n)})
+    assert len(store.catalog_ids()) == 50 and store.get_many("items", ["i7"]) == {"i7": {"f": 7.0}}
+    registry = Registry(client, "c")
+    registry.publish("v1")
+    assert registry.current() == "v1"
+    with pytest.raises(StoreUnavailable):
+        connect(url_settings("redis+cluster://127.0.0.1:1"))
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://localhost:6379", "unknown scheme http://"),
+        ("localhost:6379", "unknown scheme"),
+        ("redis://", "no host"),
+        ("unix://", "no socket path"),
+        ("redis+cluster://", "at least one cluster node"),
+        ("redis+cluster://h:port", "bad port"),
+        ("redis+cluster://h:7000/3", "only database 0"),
+        ("redis://localhost:6379/x", "database number"),
+    ],
+)
+def test_malformed_urls(url, problem):
+    with pytest.raises(StoreUnavailable, match="malformed Redis URL") as err:
+        connect(url_settings(url))
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_server_fails_fast_on_one_line(settings):
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="cannot reach Redis at redis://127.0.0.1:1/0") as e:
+        connect(replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    assert time.monotonic() - t0 < 3 and "\n" not in str(e.value)
+
+
+def test_redact_url():
+    assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+    assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact_url("unix:///s.sock?db=0&password=pw") == "unix:///s.sock?db=0&password=***"
+    assert redact_url("redis://h:1/0") == "redis://h:1/0"
+    assert "pw" not in redact_url("redis+cluster://u:pw@a:1,b:2")
