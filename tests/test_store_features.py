@@ -211,11 +211,20 @@ def test_item_changes_feed(store):
     assert store.item_changes_since(cursor) == (cursor, [])
 
 
+def test_a_bulk_load_announces_every_item_in_few_feed_entries(store):
+    frame = features_frame([(f"i{n}", "f", 1.0) for n in range(5000)])
+    store.load_features("items", frame)
+    assert 1 < store.client.xlen(store.changes_key) < 10
+    cursor, changes = store.item_changes_since("0-0")
+    assert changes == [(f"i{n}", "put") for n in range(5000)]
+
+
 def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_client):
     store = FeatureStore(any_redis_client, prefix="hr", changes_maxlen=10)
     store.put_features("items", "first", {"f": 1.0})
     cursor = store.latest_change_cursor()
-    store.load_features("items", features_frame([(f"i{n}", "f", 1.0) for n in range(500)]))
+    for n in range(300):  # one feed entry each (a bulk load writes one per chunk)
+        store.put_features("items", f"i{n}", {"f": 1.0})
     new_cursor, changes = store.item_changes_since(cursor)
     assert changes == [("*", RESYNC)]
     assert new_cursor == store.latest_change_cursor()

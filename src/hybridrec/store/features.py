@@ -9,7 +9,8 @@ hash tag, so all keys of one entity live in one slot and every command touches o
     P:{i:<item_id>}:f      hash   feature -> weight
     P:users:ids            set    ids of users put (the index iteration walks)
     P:items:ids            set    ids of items put: the item catalog
-    P:items:changes        stream fields id, op ("put" | "delete"); capped, ~100k entries
+    P:items:changes        stream fields op ("put" | "delete") and id, or ids (a JSON list
+                                  of the ids of one bulk-load chunk); capped, ~100k entries
     P:log                  stream fields u, i, w, t (user, item, weight, unix seconds);
                                   capped at ``log_maxlen`` (approximate MAXLEN ~)
 
@@ -22,6 +23,7 @@ without a hash reads as "known, no features" (``{}``). Values are plain strings.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -291,15 +293,11 @@ class FeatureStore:
     # -- item change feed ---------------------------------------------------------------
 
     def _append_changes(self, ids: list[str], op: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for entity_id in ids:
-            pipe.xadd(
-                self.changes_key,
-                {"id": entity_id, "op": op},
-                maxlen=self.changes_maxlen,
-                approximate=True,
-            )
-        pipe.execute()
+        """One feed entry: ``id`` for a single item, ``ids`` (a JSON list) for a bulk chunk."""
+        fields = {"id": ids[0]} if len(ids) == 1 else {"ids": json.dumps(ids)}
+        self.client.xadd(
+            self.changes_key, {**fields, "op": op}, maxlen=self.changes_maxlen, approximate=True
+        )
 
     @_guard
     def latest_change_cursor(self) -> str:
@@ -325,7 +323,8 @@ class FeatureStore:
         while entries:
             for entry_id, fields in entries:
                 f = {_s(k): _s(v) for k, v in fields.items()}
-                changes.append((f["id"], f["op"]))
+                ids = [f["id"]] if "id" in f else json.loads(f["ids"])
+                changes.extend((item_id, f["op"]) for item_id in ids)
                 cursor = _s(entry_id)
             if len(entries) < _PAGE:
                 break
