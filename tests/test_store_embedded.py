@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+import redis
 
 from hybridrec.config import Settings
 from hybridrec.errors import StoreUnavailable
@@ -128,3 +129,13 @@ def test_the_server_files_live_in_the_data_dir(embedded_settings):
     mode = (embedded_settings.data_dir / "redis.sock").stat().st_mode & 0o777
     assert mode == 0o700  # only the owner may talk to it
     assert "port 0" in (embedded_settings.data_dir / "redis.conf").read_text()  # no TCP
+
+
+def test_a_long_lived_client_reconnects_after_a_restart(embedded_settings):
+    serving = connect(embedded_settings)
+    serving.set("k", "v")
+    stop_embedded(embedded_settings)
+    with pytest.raises(redis.ConnectionError):
+        serving.get("k")  # `hybridrec redis stop` while serving: requests fail ...
+    connect(embedded_settings)  # ... until any command starts it again
+    assert serving.get("k") == "v"

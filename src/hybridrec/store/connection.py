@@ -503,8 +503,9 @@ class EmbeddedServer:
     def stop(self, timeout: float = START_TIMEOUT) -> bool:
         """Save the data and stop the server; return False if none was running.
 
-        Clients of other processes lose their connection (they reconnect, restarting
-        the server, on their next command through :func:`connect`).
+        Clients in other processes (a running ``serve``) then fail with
+        :class:`StoreUnavailable` until the next :func:`connect` (any ``hybridrec``
+        command) starts the server again; their clients then reconnect by themselves.
         """
         if self.pid() is None and self._answers() is False:
             return False
