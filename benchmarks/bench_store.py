@@ -60,15 +60,18 @@ def start_tcp_server(directory: Path) -> tuple[subprocess.Popen, redis.Redis]:
 
 
 def synthetic_features(rows: int, per_entity: int = 10, seed: int = 0) -> pd.DataFrame:
+    """``rows`` rows: ``rows / per_entity`` users with distinct features of a 5000 vocabulary."""
     rng = np.random.default_rng(seed)
     n = rows // per_entity
+    base = np.repeat(rng.integers(0, 5000, n), per_entity)
+    offset = np.tile(np.arange(per_entity), n)
     return pd.DataFrame(
         {
             "id": np.repeat([f"user{k}" for k in range(n)], per_entity),
-            "feature": [f"f{v}" for v in rng.integers(0, 5000, n * per_entity)],
+            "feature": [f"f{v}" for v in (base + offset) % 5000],
             "weight": rng.random(n * per_entity).round(4),
         }
-    ).drop_duplicates(["id", "feature"], ignore_index=True)
+    )
 
 
 def timed(fn: Callable[..., object], *args: object, **kwargs: object) -> float:
