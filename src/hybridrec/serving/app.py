@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from typing import Any
 
@@ -81,29 +83,74 @@ class ServingContext:
                 pass
 
 
+class _Connected:
+    """A store object built on first use, so that a worker starts while Redis is down.
+
+    Until Redis answers, every attribute access raises
+    :class:`~hybridrec.errors.StoreUnavailable`, which the API turns into degraded answers.
+    """
+
+    def __init__(self, factory: Callable[[], Any], closers: list[Callable[[], None]]):
+        self._factory = factory
+        self._closers = closers
+        self._target: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        target = self._target
+        if target is None:
+            with self._lock:
+                if self._target is None:
+                    self._target = self._factory()
+                target = self._target
+        return getattr(target, name)
+
+
 def _default_parts(settings: Settings, feature_store, registry, model_store):
-    """Connect what the caller did not pass (production wiring)."""
+    """Connect what the caller did not pass (production wiring).
+
+    Requests get their own Redis client that waits at most ``serve_redis_timeout`` and
+    does not retry after a timeout: a slow or absent Redis turns into a degraded answer,
+    not a slow one.
+    The reloader's registry and catalog reads use an ordinary client.
+    """
     closers: list[Callable[[], None]] = []
-    if feature_store is None or registry is None:
+    background_store = feature_store
+
+    def client(timeout: float | None = None):
         from ..store.connection import connect
 
-        client = connect(settings)
-        closers.append(client.close)
-        if feature_store is None:
-            from ..store.features import FeatureStore
+        if timeout is None:
+            c = connect(settings)
+        else:
+            from redis import ConnectionError as RedisConnectionError
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
-            feature_store = FeatureStore(
-                client, settings.key_prefix, settings.interaction_log_maxlen
-            )
-        if registry is None:
-            from ..modelstore.registry import Registry
+            c = connect(replace(settings, redis_timeout=min(timeout, settings.redis_timeout)))
+            # one immediate retry on a new connection (a pooled one may predate a Redis
+            # restart), none after a timeout: a slow Redis must not double the wait
+            c.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+        closers.append(c.close)
+        return c
 
-            registry = Registry(client, settings.key_prefix)
+    def store(timeout: float | None = None):
+        from ..store.features import FeatureStore
+
+        return FeatureStore(client(timeout), settings.key_prefix, settings.interaction_log_maxlen)
+
+    if feature_store is None:
+        feature_store = _Connected(lambda: store(settings.serve_redis_timeout), closers)
+        background_store = _Connected(store, closers)
+    if registry is None:
+        from ..modelstore.registry import Registry
+
+        registry = _Connected(lambda: Registry(client(), settings.key_prefix), closers)
     if model_store is None:
         from ..modelstore.store import ModelStore
 
         model_store = ModelStore(settings.model_store)
-    return feature_store, registry, model_store, closers
+    return feature_store, background_store, registry, model_store, closers
 
 
 def create_app(
@@ -121,7 +168,7 @@ def create_app(
     (``/readyz`` answers 503 until then). ``app.extensions["hybridrec"].close()`` stops it.
     """
     settings = settings or Settings.from_env()
-    feature_store, registry, model_store, closers = _default_parts(
+    feature_store, background_store, registry, model_store, closers = _default_parts(
         settings, feature_store, registry, model_store
     )
     metrics = Metrics()
@@ -130,7 +177,7 @@ def create_app(
         state,
         registry=registry,
         model_store=model_store,
-        feature_store=feature_store,
+        feature_store=background_store,
         metrics=metrics,
         reload_interval=settings.reload_interval,
     )

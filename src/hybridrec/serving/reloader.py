@@ -202,7 +202,11 @@ class Reloader:
         self._update_gauges()
 
     def _probe_store(self) -> None:
-        if self.feature_store.ping():
+        try:
+            answered = self.feature_store.ping()
+        except HybridrecError:  # not even connected yet
+            answered = False
+        if answered:
             down = self.state.store_down_since
             self.state.store_down_since = None
             self.metrics.store_down.set(0)
