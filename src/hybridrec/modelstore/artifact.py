@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_SIZE_KEYS = ("no_components", "n_users", "n_items", "n_user_features", "n_item_features")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.npz"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -187,6 +188,16 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     for key in ("version", "hyperparameters", "sizes", "files"):
         if key not in manifest:
             raise ArtifactError(f"{path}: manifest lacks {key!r}")
+    for key in ("hyperparameters", "sizes", "files"):
+        if not isinstance(manifest[key], dict):
+            raise ArtifactError(f"{path}: manifest {key!r} must be a JSON object")
+    for key in _SIZE_KEYS:
+        value = manifest["sizes"].get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ArtifactError(f"{path}: manifest sizes lack a count {key!r} (got {value!r})")
+    for name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path}: manifest entry for {name!r} must be a JSON object")
     return manifest
 
 
@@ -263,6 +274,11 @@ def load_model(
         model = HybridLightFM(**hp)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ArtifactError(f"{directory / MANIFEST}: bad hyperparameters ({exc})") from None
+    if model.no_components != sizes["no_components"]:
+        raise ArtifactError(
+            f"{directory / MANIFEST}: hyperparameters say {model.no_components} components, "
+            f"sizes say {sizes['no_components']}"
+        )
 
     user_emb = _need(a, path, "user_embeddings")
     item_emb = _need(a, path, "item_embeddings")
@@ -303,6 +319,13 @@ def load_model(
     model.item_embeddings = item_emb.astype(np.float32)
     model.user_biases = _need(a, path, "user_biases").astype(np.float32)
     model.item_biases = _need(a, path, "item_biases").astype(np.float32)
+    for side, emb in (("user", model.user_embeddings), ("item", model.item_embeddings)):
+        biases = getattr(model, f"{side}_biases")
+        if biases.shape != (emb.shape[0],):
+            raise ArtifactError(
+                f"{path}: {side}_biases has shape {biases.shape}, {side} embeddings need "
+                f"({emb.shape[0]},)"
+            )
     model.popularity_ = _need(a, path, "popularity").astype(np.float32)
     model.user_matrix_ = _csr(a, path, "user_matrix")
     model.item_matrix_ = _csr(a, path, "item_matrix")
