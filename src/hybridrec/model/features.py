@@ -5,13 +5,19 @@ first one indicator column per entity seen in training (when indicators are on),
 one column per feature name in the vocabulary. Training and serving build rows with
 the same :meth:`FeatureSpace.row`, so they cannot disagree.
 
-Normalisation (``normalize=True``): the features' weights are scaled to sum to
-``feature_weight`` next to an indicator of weight 1 (or to 1 when there is no
-indicator), then the whole row is scaled to sum to 1. ``feature_weight`` below 1 keeps
-warm entities close to their collaborative vector while cold ones still get a full
-vector from their features. ``feature_weight=None`` keeps the raw weights next to an
-indicator of 1 before the row is scaled, which is what ``lightfm.data.Dataset`` does
-(the "naive hybrid" that lets many features drown the indicator).
+Normalisation (``normalize=True``), with ``a = feature_weight``:
+
+- indicators on: the indicator weighs ``1 / (1 + a)`` and the features together
+  ``a / (1 + a)`` (each in proportion to its raw weight). An entity without an indicator
+  (not seen in training) gets the same feature part and no indicator part: it is
+  represented by exactly what the model knows of it, on the same scale as the feature
+  part of a warm entity. Keeping that scale is what stops cold items, scored from
+  features alone, from crowding out warm ones (measured: README, "Quality of the
+  defaults").
+- indicators off: the features sum to 1.
+- ``feature_weight=None``: the raw weights next to an indicator of 1, the whole row
+  scaled to sum to 1; this is ``lightfm.data.Dataset``'s normalisation (the "naive
+  hybrid", where many features drown the indicator).
 """
 
 from __future__ import annotations
@@ -92,14 +98,19 @@ class FeatureSpace:
                 if w > 0.0:
                     f_idx.append(offset + col)
                     f_val.append(w)
-        if f_val and self.normalize and self.feature_weight is not None:
+        shares = self.normalize and self.feature_weight is not None
+        if shares and has_indicator:
+            values[0] = 1.0 / (1.0 + self.feature_weight)
+        if shares and f_val:
+            share = (
+                self.feature_weight / (1.0 + self.feature_weight) if self.use_indicators else 1.0
+            )
             total = sum(f_val)
-            scale = (self.feature_weight if has_indicator else 1.0) / total
-            f_val = [v * scale for v in f_val]
+            f_val = [v * share / total for v in f_val]
         indices.extend(f_idx)
         values.extend(f_val)
         vals = np.asarray(values, dtype=np.float64)
-        if self.normalize and vals.size:
+        if self.normalize and self.feature_weight is None and vals.size:
             vals = vals / vals.sum()
         return Row(
             indices=np.asarray(indices, dtype=np.int32),

@@ -75,6 +75,12 @@ def evaluate(
     user_features = user_features or {}
     item_features = item_features or {}
     ids, factors, popularity, n_known = _candidates(model, item_features)
+    # Popularity as ranks with ties broken at random (seeded): ordering ties by index
+    # would let the catalog's order (often oldest, most popular first) leak into the
+    # baseline, and cold items all tie at zero.
+    order = np.lexsort((np.random.default_rng(0).random(popularity.size), popularity))
+    popularity = np.empty(popularity.size)
+    popularity[order] = np.arange(popularity.size, dtype=np.float64)
     index = {item: n for n, item in enumerate(ids)}
     n_items = len(ids)
     cold_item_idx = np.arange(n_known, n_items)
@@ -108,7 +114,7 @@ def evaluate(
         cold_pos = pos[pos >= n_known] - n_known
         if cold_pos.size and cold_item_idx.size > 1:
             out["cold_items"].append(user_metrics(scores[n_known:], cold_pos, k))
-            # popularity knows nothing of cold items: every score ties at zero
+            # popularity knows nothing of cold items: their order is random
             base["cold_items"].append(user_metrics(popularity[n_known:], cold_pos, k))
 
     n_cold = n_items - n_known
