@@ -47,6 +47,8 @@ class OnlinePrediction:
         excluded = set(exclude)
         order = np.argsort(-self.scores, kind="stable")
         out: list[tuple[str, float]] = []
+        if k <= 0:
+            return out
         for i in order:
             item = self.item_ids[i]
             if item in excluded:
