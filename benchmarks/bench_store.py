@@ -169,7 +169,13 @@ def main() -> None:
             proc.terminate()
             proc.wait()
 
-    print(f"\nmedians of {args.repeats} runs; {args.reads} reads per latency figure")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    parser_name = "hiredis" if HIREDIS_AVAILABLE else "pure Python (pip install hiredis)"
+    print(
+        f"\nmedians of {args.repeats} runs; {args.reads} reads per latency figure; "
+        f"redis-py reply parser: {parser_name}"
+    )
     print(f"{'measure':<46}{'embedded (unix)':>17}{'TCP loopback':>15}{'TCP/embedded':>14}")
     for name in emb:
         print(f"{name:<46}{emb[name]:>17,.1f}{tcp[name]:>15,.1f}{tcp[name] / emb[name]:>14.2f}")
