@@ -56,8 +56,10 @@ def main() -> None:
     df = sample.interactions
     uf = _coerce_features(sample.user_features)
     itf = _coerce_features(sample.item_features)
-    print(f"sample: {len(df)} interactions, {df.user_id.nunique()} users, "
-          f"{df.item_id.nunique()} items rated, {len(itf)} items with features")
+    print(
+        f"sample: {len(df)} interactions, {df.user_id.nunique()} users, "
+        f"{df.item_id.nunique()} items rated, {len(itf)} items with features"
+    )
     results: dict = {}
     epoch_times: list[float] = []
     for seed in range(args.seeds):
@@ -71,40 +73,57 @@ def main() -> None:
             for name, cfg in CONFIGS.items():
                 t0 = time.perf_counter()
                 feats = (uf, itf) if cfg["features"] else (None, None)
-                model = fit_model(train, *feats, {**cfg["params"], "epochs": args.epochs},
-                                  seed=seed, num_threads=args.threads)
+                model = fit_model(
+                    train,
+                    *feats,
+                    {**cfg["params"], "epochs": args.epochs},
+                    seed=seed,
+                    num_threads=args.threads,
+                )
                 epoch_times.extend(model.epoch_seconds_)
-                res = evaluate(model, test, user_features=feats[0] or {},
-                               item_features=feats[1] or {}, k=10)
+                res = evaluate(
+                    model, test, user_features=feats[0] or {}, item_features=feats[1] or {}, k=10
+                )
                 for seg in res["segments"]:
                     for who in ("segments", "baseline"):
                         for metric in ("precision", "auc"):
                             results.setdefault((protocol, name, seg, who, metric), []).append(
-                                res[who][seg][metric])
-                print(f"  seed {seed} {protocol:<6} {name:<34} {time.perf_counter() - t0:5.1f}s "
-                      f"warm p@10={res['segments']['warm_users']['precision']:.4f}", flush=True)
+                                res[who][seg][metric]
+                            )
+                print(
+                    f"  seed {seed} {protocol:<6} {name:<34} {time.perf_counter() - t0:5.1f}s "
+                    f"warm p@10={res['segments']['warm_users']['precision']:.4f}",
+                    flush=True,
+                )
 
     def med(key):
         vals = [v for v in results.get(key, []) if v == v]
         return statistics.median(vals) if vals else float("nan")
 
-    print(f"\nmedian over {args.seeds} seeds; fit time per epoch: median "
-          f"{statistics.median(epoch_times):.3f}s ({args.threads} threads)")
+    print(
+        f"\nmedian over {args.seeds} seeds; fit time per epoch: median "
+        f"{statistics.median(epoch_times):.3f}s ({args.threads} threads)"
+    )
     for protocol in ("random", "cold"):
         if not any(k[0] == protocol for k in results):
             continue
         print(f"\nprotocol {protocol}: precision@10 (AUC)")
-        segs = ("warm_users",) if protocol == "random" else (
-            "warm_users", "cold_users", "cold_items")
+        segs = (
+            ("warm_users",) if protocol == "random" else ("warm_users", "cold_users", "cold_items")
+        )
         print(f"{'config':<36}" + "".join(f"{s:>22}" for s in segs))
         for name in CONFIGS:
             cells = "".join(
                 f"{med((protocol, name, s, 'segments', 'precision')):>13.4f} "
-                f"({med((protocol, name, s, 'segments', 'auc')):.3f})" for s in segs)
+                f"({med((protocol, name, s, 'segments', 'auc')):.3f})"
+                for s in segs
+            )
             print(f"{name:<36}{cells}")
         cells = "".join(
             f"{med((protocol, 'hybridrec defaults', s, 'baseline', 'precision')):>13.4f} "
-            f"({med((protocol, 'hybridrec defaults', s, 'baseline', 'auc')):.3f})" for s in segs)
+            f"({med((protocol, 'hybridrec defaults', s, 'baseline', 'auc')):.3f})"
+            for s in segs
+        )
         print(f"{'popularity baseline':<36}{cells}")
 
 

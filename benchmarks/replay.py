@@ -73,15 +73,18 @@ def main() -> None:
     uf, itf = _coerce_features(s.user_features), _coerce_features(s.item_features)
     cut = int(len(df) * args.initial)
     bounds = np.linspace(cut, len(df), args.batches + 2).astype(int)
-    print(f"{len(df)} interactions; initial {cut}; {args.batches} steps of "
-          f"~{bounds[1] - bounds[0]} interactions")
+    print(
+        f"{len(df)} interactions; initial {cut}; {args.batches} steps of "
+        f"~{bounds[1] - bounds[0]} interactions"
+    )
 
-    warm = {e: fit_model(df.iloc[:cut], uf, itf, seed=0, num_threads=args.threads)
-            for e in warm_epochs}
+    warm = {
+        e: fit_model(df.iloc[:cut], uf, itf, seed=0, num_threads=args.threads) for e in warm_epochs
+    }
     rows: dict[str, list] = {}
     fold_rows: dict[str, list] = {}
     for step in range(args.batches):
-        upto, nxt = df.iloc[: bounds[step + 1]], df.iloc[bounds[step + 1]: bounds[step + 2]]
+        upto, nxt = df.iloc[: bounds[step + 1]], df.iloc[bounds[step + 1] : bounds[step + 2]]
         t0 = time.perf_counter()
         full = fit_model(upto, uf, itf, seed=step, num_threads=args.threads)
         t_full = time.perf_counter() - t0
@@ -93,27 +96,35 @@ def main() -> None:
         for name, (model, secs) in models.items():
             res = evaluate(model, nxt, user_features=uf, item_features=itf, k=10)
             w = res["segments"]["warm_users"]
-            rows.setdefault(name, []).append((secs, w["precision"], w["auc"],
-                                              res["segments"]["all"]["precision"]))
+            rows.setdefault(name, []).append(
+                (secs, w["precision"], w["auc"], res["segments"]["all"]["precision"])
+            )
         for name, ms in fold_in_scores(full, nxt, folds).items():
             fold_rows.setdefault(name, []).extend(ms)
-        print(f"step {step}: " + "  ".join(
-            f"{n}: {v[-1][0]:.1f}s p@10={v[-1][1]:.4f}" for n, v in rows.items()), flush=True)
+        print(
+            f"step {step}: "
+            + "  ".join(f"{n}: {v[-1][0]:.1f}s p@10={v[-1][1]:.4f}" for n, v in rows.items()),
+            flush=True,
+        )
 
     print("\nmedian over steps (measured on the next window, warm users)")
     print(f"{'model':<20}{'seconds':>9}{'ratio':>8}{'p@10':>9}{'AUC':>8}{'all p@10':>10}")
     base_t = statistics.median(r[0] for r in rows["full retrain"])
     for name, vals in rows.items():
         t = statistics.median(v[0] for v in vals)
-        print(f"{name:<20}{t:>9.2f}{t / base_t:>8.2f}"
-              f"{statistics.median(v[1] for v in vals):>9.4f}"
-              f"{statistics.median(v[2] for v in vals):>8.4f}"
-              f"{statistics.median(v[3] for v in vals):>10.4f}")
+        print(
+            f"{name:<20}{t:>9.2f}{t / base_t:>8.2f}"
+            f"{statistics.median(v[1] for v in vals):>9.4f}"
+            f"{statistics.median(v[2] for v in vals):>8.4f}"
+            f"{statistics.median(v[3] for v in vals):>10.4f}"
+        )
     print("\nusers new to the model, first half of their interactions known (fold-in)")
     for name, ms in fold_rows.items():
         if ms:
-            print(f"{name:<20} users={len(ms):<5} p@10={np.mean([m.precision for m in ms]):.4f}"
-                  f" AUC={np.nanmean([m.auc for m in ms]):.4f}")
+            print(
+                f"{name:<20} users={len(ms):<5} p@10={np.mean([m.precision for m in ms]):.4f}"
+                f" AUC={np.nanmean([m.auc for m in ms]):.4f}"
+            )
 
 
 if __name__ == "__main__":

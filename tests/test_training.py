@@ -43,11 +43,20 @@ def test_time_holdout_is_by_time(data):
 def test_hybrid_beats_popularity_for_cold_users_and_cold_items(data):
     s = split_interactions(data.interactions, cold_user_skip_first=0, seed=2)
     result = train_model(
-        s.train, data.user_features, data.item_features,
-        {"no_components": 16, "epochs": 15}, holdout=0, seed=0,
+        s.train,
+        data.user_features,
+        data.item_features,
+        {"no_components": 16, "epochs": 15},
+        holdout=0,
+        seed=0,
     )
-    res = evaluate(result.model, s.test, user_features=data.user_features,
-                   item_features=data.item_features, k=5)
+    res = evaluate(
+        result.model,
+        s.test,
+        user_features=data.user_features,
+        item_features=data.item_features,
+        k=5,
+    )
     assert set(res["segments"]) == set(SEGMENTS) == set(res["baseline"])
     for seg in ("cold_users", "cold_items"):
         assert res["segments"][seg]["users"] > 0
@@ -60,15 +69,17 @@ def test_hybrid_beats_popularity_for_cold_users_and_cold_items(data):
 
 def test_cold_users_without_features_get_the_baseline(data):
     s = split_interactions(data.interactions, seed=2)
-    model = train_model(s.train, None, data.item_features, {"no_components": 8, "epochs": 3},
-                        holdout=0, seed=0).model
+    model = train_model(
+        s.train, None, data.item_features, {"no_components": 8, "epochs": 3}, holdout=0, seed=0
+    ).model
     res = evaluate(model, s.test, item_features=data.item_features, k=5)
     assert res["segments"]["cold_users"] == res["baseline"]["cold_users"]
 
 
 def test_training_items_are_excluded_from_the_ranking(data):
-    model = train_model(data.interactions, None, None, {"no_components": 8, "epochs": 2},
-                        holdout=0, seed=0).model
+    model = train_model(
+        data.interactions, None, None, {"no_components": 8, "epochs": 2}, holdout=0, seed=0
+    ).model
     # a "test" set equal to the training set leaves no positive to rank
     res = evaluate(model, data.interactions, k=5)
     assert res["segments"]["all"]["users"] == 0
@@ -77,8 +88,12 @@ def test_training_items_are_excluded_from_the_ranking(data):
 def test_train_model_reports_holdout_metrics_and_fits_on_everything(data):
     calls = []
     result = train_model(
-        data.interactions, data.user_features, data.item_features,
-        {"no_components": 8, "epochs": 2}, holdout=0.1, seed=0,
+        data.interactions,
+        data.user_features,
+        data.item_features,
+        {"no_components": 8, "epochs": 2},
+        holdout=0.1,
+        seed=0,
         callback=lambda stage, epoch, secs: calls.append((stage, epoch)),
     )
     assert calls == [("holdout", 0), ("holdout", 1), ("final", 0), ("final", 1)]
@@ -87,8 +102,10 @@ def test_train_model_reports_holdout_metrics_and_fits_on_everything(data):
 
 
 def test_tune_picks_the_best_candidate(data):
-    cands = [{"no_components": 8, "epochs": 1, "learning_rate": 1e-6},
-             {"no_components": 8, "epochs": 10}]
+    cands = [
+        {"no_components": 8, "epochs": 1, "learning_rate": 1e-6},
+        {"no_components": 8, "epochs": 10},
+    ]
     best, results = tune(data.interactions, data.user_features, data.item_features, cands)
     assert len(results) == 2
     assert best["epochs"] == 10

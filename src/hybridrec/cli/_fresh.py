@@ -13,15 +13,32 @@ from ._env import Env
 
 
 @main.command()
-@click.option("--every", default=None, metavar="INTERVAL",
-              help="loop: run a cycle every INTERVAL (e.g. 90s, 15m, 2h) until SIGTERM")
-@click.option("--holdout", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
-              help="share of newest interactions that champion and challenger are judged on")
-@click.option("--tolerance", type=click.FloatRange(0, 1), default=None,
-              help="relative regression allowed on precision@k and AUC "
-                   "[default: HYBRIDREC_GATE_TOLERANCE or 0.02]")
-@click.option("--warm-start/--full", default=False, show_default=True,
-              help="continue from the champion instead of training from scratch")
+@click.option(
+    "--every",
+    default=None,
+    metavar="INTERVAL",
+    help="loop: run a cycle every INTERVAL (e.g. 90s, 15m, 2h) until SIGTERM",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.01, 0.5),
+    default=0.1,
+    show_default=True,
+    help="share of newest interactions that champion and challenger are judged on",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="relative regression allowed on precision@k and AUC "
+    "[default: HYBRIDREC_GATE_TOLERANCE or 0.02]",
+)
+@click.option(
+    "--warm-start/--full",
+    default=False,
+    show_default=True,
+    help="continue from the champion instead of training from scratch",
+)
 @click.option("--warm-epochs", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
@@ -29,8 +46,19 @@ from ._env import Env
 @click.option("--max-cycles", type=click.IntRange(1), default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="one cycle: print its report as JSON")
 @click.pass_obj
-def retrain(env: Env, every, holdout, tolerance, warm_start, warm_epochs, k, threads, seed,
-            max_cycles, as_json):
+def retrain(
+    env: Env,
+    every,
+    holdout,
+    tolerance,
+    warm_start,
+    warm_epochs,
+    k,
+    threads,
+    seed,
+    max_cycles,
+    as_json,
+):
     """Train a challenger on the store's log; publish it only if it passes the gate."""
     from ..training.retrain import parse_interval, retrain_once, run_loop
 
@@ -38,8 +66,15 @@ def retrain(env: Env, every, holdout, tolerance, warm_start, warm_epochs, k, thr
 
     def cycle():
         return retrain_once(
-            env.feature_store, env.model_store, env.registry, holdout=holdout, k=k,
-            tolerance=tol, warm_start=warm_start, warm_epochs=warm_epochs, seed=seed,
+            env.feature_store,
+            env.model_store,
+            env.registry,
+            holdout=holdout,
+            k=k,
+            tolerance=tol,
+            warm_start=warm_start,
+            warm_epochs=warm_epochs,
+            seed=seed,
             num_threads=threads,
         )
 
@@ -56,9 +91,11 @@ def retrain(env: Env, every, holdout, tolerance, warm_start, warm_epochs, k, thr
         interval = parse_interval(every)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
-    logging.basicConfig(level=logging.INFO,
-                        format='{"time":"%(asctime)s","level":"%(levelname)s",'
-                               '"logger":"%(name)s","message":"%(message)s"}')
+    logging.basicConfig(
+        level=logging.INFO,
+        format='{"time":"%(asctime)s","level":"%(levelname)s",'
+        '"logger":"%(name)s","message":"%(message)s"}',
+    )
     # a store that is down at start is a cycle failure like any other, not a crash
     n = run_loop(cycle, interval, max_cycles=max_cycles)
     if n == 0:

@@ -71,20 +71,44 @@ def _read_params(path: str) -> dict:
         raise HybridrecError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(params, dict):
         raise HybridrecError(f"{path}: expected a JSON object of hyperparameters")
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS) - {"k", "n", "rho", "epsilon",
-                     "item_alpha", "user_alpha", "max_sampled", "learning_schedule"})
+    unknown = sorted(
+        set(params)
+        - set(DEFAULT_PARAMS)
+        - {
+            "k",
+            "n",
+            "rho",
+            "epsilon",
+            "item_alpha",
+            "user_alpha",
+            "max_sampled",
+            "learning_schedule",
+        }
+    )
     if unknown:
         raise HybridrecError(f"{path}: unknown hyperparameters {unknown}")
     return params
 
 
 @main.command()
-@click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False),
-              help="user_id,item_id[,weight][,timestamp]; default: the store's log")
-@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False),
-              help="id,feature[,weight]; default: the feature store")
-@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False),
-              help="id,feature[,weight]; default: the feature store")
+@click.option(
+    "--interactions",
+    "interactions_file",
+    type=click.Path(dir_okay=False),
+    help="user_id,item_id[,weight][,timestamp]; default: the store's log",
+)
+@click.option(
+    "--user-features",
+    "user_features_file",
+    type=click.Path(dir_okay=False),
+    help="id,feature[,weight]; default: the feature store",
+)
+@click.option(
+    "--item-features",
+    "item_features_file",
+    type=click.Path(dir_okay=False),
+    help="id,feature[,weight]; default: the feature store",
+)
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None)
 @click.option("--components", type=click.IntRange(1, 4096), default=None)
 @click.option("--loss", type=click.Choice(LOSSES), default=None)
@@ -93,19 +117,44 @@ def _read_params(path: str) -> dict:
 @click.option("--item-feature-weight", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--no-user-indicators", is_flag=True)
 @click.option("--no-item-indicators", is_flag=True)
-@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
-              help="JSON hyperparameters, e.g. from 'hybridrec tune --save'; flags override")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
-              help="share of newest interactions to measure on before the final fit (0: skip)")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON hyperparameters, e.g. from 'hybridrec tune --save'; flags override",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0, 0.9),
+    default=0.1,
+    show_default=True,
+    help="share of newest interactions to measure on before the final fit (0: skip)",
+)
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--seed", type=int, default=None)
 @click.option("--publish", is_flag=True, help="move the registry pointer to the new version")
 @click.pass_obj
-def train(env: Env, interactions_file, user_features_file, item_features_file, epochs,
-          components, loss, learning_rate, user_feature_weight, item_feature_weight,
-          no_user_indicators, no_item_indicators, params_file, holdout, k, threads, seed,
-          publish):
+def train(
+    env: Env,
+    interactions_file,
+    user_features_file,
+    item_features_file,
+    epochs,
+    components,
+    loss,
+    learning_rate,
+    user_feature_weight,
+    item_feature_weight,
+    no_user_indicators,
+    no_item_indicators,
+    params_file,
+    holdout,
+    k,
+    threads,
+    seed,
+    publish,
+):
     """Train a model on the store's data (or files) and save it; print its version."""
     from tqdm import tqdm
 
@@ -150,16 +199,30 @@ def train(env: Env, interactions_file, user_features_file, item_features_file, e
     t0 = time.perf_counter()
     try:
         result = train_model(
-            interactions, user_features, item_features, params,
-            holdout=holdout, k=k, seed=seed, num_threads=threads, callback=progress,
+            interactions,
+            user_features,
+            item_features,
+            params,
+            holdout=holdout,
+            k=k,
+            seed=seed,
+            num_threads=threads,
+            callback=progress,
         )
     except ValueError as exc:
         raise HybridrecError(f"cannot train: {exc}") from None
     finally:
         for bar in bars.values():
             bar.close()
+    from ..training.trainer import data_summary
+
     manifest = env.model_store.write(
-        result.model, metrics=result.metrics or {}, extra={"train_seconds": time.perf_counter() - t0}
+        result.model,
+        metrics=result.metrics or {},
+        extra={
+            "train_seconds": round(time.perf_counter() - t0, 3),
+            "data": data_summary(interactions),
+        },
     )
     version = manifest["version"]
     info = {"status": "candidate", "metrics": result.metrics or {}}
@@ -203,8 +266,13 @@ def _plot(result: dict, path: str) -> None:
 
 
 @main.command()
-@click.option("--test", "test_file", required=True, type=click.Path(dir_okay=False),
-              help="held-out interactions: user_id,item_id[,weight][,timestamp]")
+@click.option(
+    "--test",
+    "test_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="held-out interactions: user_id,item_id[,weight][,timestamp]",
+)
 @click.option("--model", "version", default=None, help="version or artifact directory")
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
@@ -212,19 +280,23 @@ def _plot(result: dict, path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--plot", type=click.Path(dir_okay=False), help="draw model vs baseline to a PNG")
 @click.pass_obj
-def evaluate(env: Env, test_file, version, k, user_features_file, item_features_file,
-             as_json, plot):
+def evaluate(
+    env: Env, test_file, version, k, user_features_file, item_features_file, as_json, plot
+):
     """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline."""
     from ..io.files import read_interactions
-    from ..training.evaluation import evaluate as run, format_table
+    from ..training.evaluation import evaluate as run
+    from ..training.evaluation import format_table
 
     test = read_interactions(test_file)
     model, version = _load_model(env, version)
     result = run(
-        model, test,
+        model,
+        test,
         user_features=_features(env, "users", user_features_file),
         item_features=_features(env, "items", item_features_file),
-        k=k, model_version=version,
+        k=k,
+        model_version=version,
     )
     if plot:
         _plot(result, plot)
@@ -263,8 +335,13 @@ def _parse_feature(text: str) -> tuple[str, float]:
 @main.command()
 @click.argument("user_id")
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--feature", "features", multiple=True, metavar="NAME[=W]",
-              help="a feature of the user for this request (repeatable); replaces stored ones")
+@click.option(
+    "--feature",
+    "features",
+    multiple=True,
+    metavar="NAME[=W]",
+    help="a feature of the user for this request (repeatable); replaces stored ones",
+)
 @click.option("--exclude", multiple=True, metavar="ITEM_ID", help="never recommend this item")
 @click.option("--include-seen", is_flag=True, help="do not exclude items the user has seen")
 @click.option("--model", "version", default=None, help="version or artifact directory")
@@ -288,9 +365,7 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
     if as_json:
         click.echo(json.dumps(body))
         return
-    click.echo(
-        f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {version})"
-    )
+    click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {version})")
     for rank, item in enumerate(body["items"], 1):
         click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
 
@@ -318,15 +393,29 @@ def similar(env: Env, item_id, k, version, as_json):
 @click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False))
 @click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
 @click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False))
-@click.option("--validation", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
-              help="share of newest interactions used to compare candidates")
+@click.option(
+    "--validation",
+    type=click.FloatRange(0.01, 0.5),
+    default=0.1,
+    show_default=True,
+    help="share of newest interactions used to compare candidates",
+)
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save", type=click.Path(dir_okay=False), help="write the best parameters (JSON)")
 @click.pass_obj
-def tune(env: Env, interactions_file, user_features_file, item_features_file, validation, k,
-         threads, seed, save):
+def tune(
+    env: Env,
+    interactions_file,
+    user_features_file,
+    item_features_file,
+    validation,
+    k,
+    threads,
+    seed,
+    save,
+):
     """Compare a few candidate configurations on a validation split; print the best.
 
     Feed the saved parameters to 'hybridrec train --params FILE'.
@@ -342,13 +431,22 @@ def tune(env: Env, interactions_file, user_features_file, item_features_file, va
         click.echo(
             f"uw={params['user_feature_weight']:<4} iw={params['item_feature_weight']:<4} "
             f"d={params['no_components']:<4} objective={score:.4f}  "
-            + "  ".join(f"{s}={seg[s]['precision']:.4f}"
-                        for s in ("warm_users", "cold_users", "cold_items")),
+            + "  ".join(
+                f"{s}={seg[s]['precision']:.4f}" for s in ("warm_users", "cold_users", "cold_items")
+            ),
             err=True,
         )
 
-    best, _ = run(interactions, uf, itf, validation=validation, k=k, seed=seed,
-                  num_threads=threads, on_result=show)
+    best, _ = run(
+        interactions,
+        uf,
+        itf,
+        validation=validation,
+        k=k,
+        seed=seed,
+        num_threads=threads,
+        on_result=show,
+    )
     text = json.dumps(best, indent=2, sort_keys=True)
     if save:
         Path(save).write_text(text + "\n", encoding="utf-8")

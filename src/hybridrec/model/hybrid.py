@@ -252,14 +252,15 @@ class HybridLightFM(LightFM):
         self._check_fitted()
         if getattr(self, "item_embedding_gradients", None) is None:
             raise NotFittedError(
-                "warm start needs the optimizer state: load the artifact with "
-                "with_optimizer=True"
+                "warm start needs the optimizer state: load the artifact with with_optimizer=True"
             )
         if interactions is None or len(interactions) == 0:
             raise ValueError("cannot train on zero interactions")
         new = type(self)(**self.get_params())
         new._set_training_data(
-            interactions, _coerce_features(user_features), _coerce_features(item_features),
+            interactions,
+            _coerce_features(user_features),
+            _coerce_features(item_features),
             base=self,
         )
         for side in ("user", "item"):

@@ -18,9 +18,7 @@ class GateDecision:
     checks: list[dict]  # every comparison made
 
 
-def quality_gate(
-    challenger: dict, champion: dict | None, tolerance: float = 0.02
-) -> GateDecision:
+def quality_gate(challenger: dict, champion: dict | None, tolerance: float = 0.02) -> GateDecision:
     """Compare two ``evaluate()`` results on the same holdout.
 
     The challenger fails if, on any of ``GATE_SEGMENTS`` x ``GATE_METRICS``, it is more
@@ -41,8 +39,16 @@ def quality_gate(
                 continue
             floor = b * (1.0 - tolerance)
             ok = a >= floor
-            checks.append({"segment": seg, "metric": metric, "challenger": a,
-                           "champion": b, "floor": floor, "passed": ok})
+            checks.append(
+                {
+                    "segment": seg,
+                    "metric": metric,
+                    "challenger": a,
+                    "champion": b,
+                    "floor": floor,
+                    "passed": ok,
+                }
+            )
             if not ok:
                 reasons.append(
                     f"{seg} {metric}: challenger {a:.4f} < champion {b:.4f} "

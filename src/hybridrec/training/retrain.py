@@ -1,7 +1,9 @@
 """One retraining cycle, and the loop that runs it on a schedule.
 
 A cycle reads the interaction log and features from the store, holds out the newest
-interactions, fits a challenger on the rest, evaluates challenger and champion on the
+interactions (those newer than the champion's training data, so that the champion is
+judged on data it has not seen; the newest ``holdout`` share when there is no champion
+or it does not say), fits a challenger on the rest, evaluates challenger and champion on the
 same holdout, writes the challenger with a report (JSON + PNG), and publishes it only if
 it passes the quality gate. A refused challenger stays in the model store, marked
 ``refused`` in the registry.
@@ -22,7 +24,7 @@ from ..errors import HybridrecError
 from .evaluation import SEGMENTS, evaluate
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
-from .trainer import DEFAULT_PARAMS, fit_model
+from .trainer import DEFAULT_PARAMS, data_summary, fit_model
 
 __all__ = ["CycleResult", "retrain_once", "run_loop", "parse_interval", "render_chart"]
 
@@ -68,10 +70,13 @@ def render_chart(report: dict) -> bytes:
             vals = [metrics["segments"][s][metric] or 0.0 for s in SEGMENTS]
             ax.bar([x + n * width for x in range(len(SEGMENTS))], vals, width, label=label)
         base = [series[-1][1]["baseline"][s][metric] or 0.0 for s in SEGMENTS]
-        ax.bar([x + len(series) * width for x in range(len(SEGMENTS))], base, width,
-               label="popularity")
-        ax.set_xticks([x + width * len(series) / 2 for x in range(len(SEGMENTS))],
-                      [s.replace("_", "\n") for s in SEGMENTS])
+        ax.bar(
+            [x + len(series) * width for x in range(len(SEGMENTS))], base, width, label="popularity"
+        )
+        ax.set_xticks(
+            [x + width * len(series) / 2 for x in range(len(SEGMENTS))],
+            [s.replace("_", "\n") for s in SEGMENTS],
+        )
         ax.set_title("AUC" if metric == "auc" else f"precision@{report['k']}")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"cycle {report['started_at']}: {report['decision']['status']}")
@@ -106,6 +111,7 @@ def retrain_once(
     warm_start: bool = False,
     warm_epochs: int = 5,
     min_interactions: int = 10,
+    min_new_share: float = 0.01,
     seed: int | None = None,
     num_threads: int = 1,
 ) -> CycleResult:
@@ -118,54 +124,92 @@ def retrain_once(
         return CycleResult("skipped", reasons=[f"only {len(interactions)} interactions"])
     user_features = dict(feature_store.iter_features("users"))
     item_features = dict(feature_store.iter_features("items"))
-    older, newest = time_holdout(interactions, holdout)
 
     champion_version = registry.current()
     champion = None
+    cutoff = None
     if champion_version is not None:
         champion = model_store.load(champion_version, with_optimizer=warm_start)
+        cutoff = ((champion.manifest_.get("extra") or {}).get("data") or {}).get("max_timestamp")
+    if cutoff is not None and "timestamp" in interactions:
+        # Judge both on what the champion has never seen: everything newer than its data.
+        is_new = interactions["timestamp"].to_numpy() > cutoff
+        older, newest = interactions[~is_new], interactions[is_new]
+        needed = max(min_interactions, int(min_new_share * len(interactions)))
+        if len(newest) < needed:
+            log.info(
+                "retrain: skipped, %d new interactions since %s (need %d)",
+                len(newest),
+                champion_version,
+                needed,
+            )
+            return CycleResult(
+                "skipped",
+                champion=champion_version,
+                reasons=[f"{len(newest)} new interactions since {champion_version}, need {needed}"],
+            )
+    else:
+        older, newest = time_holdout(interactions, holdout)
     merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
     merged.pop("random_state", None)
 
     def challenger_on(data):
         if warm_start and champion is not None:
-            return champion.warm_start(data, user_features, item_features,
-                                       epochs=warm_epochs, num_threads=num_threads)
-        return fit_model(data, user_features, item_features, merged, seed=seed,
-                         num_threads=num_threads)
+            return champion.warm_start(
+                data, user_features, item_features, epochs=warm_epochs, num_threads=num_threads
+            )
+        return fit_model(
+            data, user_features, item_features, merged, seed=seed, num_threads=num_threads
+        )
 
     probe = challenger_on(older)
-    challenger_metrics = evaluate(probe, newest, user_features=user_features,
-                                  item_features=item_features, k=k)
+    challenger_metrics = evaluate(
+        probe, newest, user_features=user_features, item_features=item_features, k=k
+    )
     champion_metrics = (
-        evaluate(champion, newest, user_features=user_features, item_features=item_features,
-                 k=k, model_version=champion_version)
-        if champion is not None else None
+        evaluate(
+            champion,
+            newest,
+            user_features=user_features,
+            item_features=item_features,
+            k=k,
+            model_version=champion_version,
+        )
+        if champion is not None
+        else None
     )
     decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
     final = challenger_on(interactions)
     status = "published" if decision.passed else "refused"
-    ts = interactions["timestamp"] if "timestamp" in interactions else None
     report = {
         "started_at": started,
         "k": k,
-        "holdout": {"fraction": holdout, "interactions": len(newest)},
-        "data": {
-            "interactions": len(interactions),
-            "max_timestamp": int(ts.max()) if ts is not None and len(ts) else None,
+        "holdout": {
+            "interactions": len(newest),
+            "rule": "newer than the champion's data"
+            if cutoff is not None
+            else f"newest {holdout:.0%}",
         },
+        "data": data_summary(interactions),
         "mode": "warm_start" if warm_start and champion is not None else "full",
         "params": merged,
         "challenger": {"metrics": challenger_metrics},
         "champion": (
             {"version": champion_version, "metrics": champion_metrics} if champion else None
         ),
-        "decision": {"status": status, "tolerance": tolerance, "reasons": decision.reasons,
-                     "checks": decision.checks},
+        "decision": {
+            "status": status,
+            "tolerance": tolerance,
+            "reasons": decision.reasons,
+            "checks": decision.checks,
+        },
     }
     report = _json_safe(report)
-    manifest = model_store.write(final, metrics=report["challenger"]["metrics"],
-                                 extra={"data": report["data"], "mode": report["mode"]})
+    manifest = model_store.write(
+        final,
+        metrics=report["challenger"]["metrics"],
+        extra={"data": report["data"], "mode": report["mode"]},
+    )
     version = manifest["version"]
     report["challenger"]["version"] = version
     report["seconds"] = round(time.perf_counter() - t0, 3)
@@ -174,14 +218,23 @@ def retrain_once(
         model_store.write_report(version, "report.png", render_chart(report))
     except ImportError:
         log.warning("retrain: matplotlib is missing, no chart (pip install 'hybridrec[plot]')")
-    info = {"status": status, "metrics": report["challenger"]["metrics"],
-            "reasons": decision.reasons}
+    info = {
+        "status": status,
+        "metrics": report["challenger"]["metrics"],
+        "reasons": decision.reasons,
+    }
     if decision.passed:
         registry.publish(version, info)
     else:
         registry.record(version, info)
-    log.info("retrain: %s %s (champion %s) in %.1fs%s", status, version, champion_version,
-             report["seconds"], "; " + "; ".join(decision.reasons) if decision.reasons else "")
+    log.info(
+        "retrain: %s %s (champion %s) in %.1fs%s",
+        status,
+        version,
+        champion_version,
+        report["seconds"],
+        "; " + "; ".join(decision.reasons) if decision.reasons else "",
+    )
     return CycleResult(status, version, champion_version, decision.reasons, report)
 
 

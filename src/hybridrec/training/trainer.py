@@ -11,7 +11,7 @@ from ..model.hybrid import HybridLightFM
 from .evaluation import evaluate
 from .split import time_holdout
 
-__all__ = ["DEFAULT_PARAMS", "TrainResult", "train_model", "fit_model"]
+__all__ = ["DEFAULT_PARAMS", "TrainResult", "train_model", "fit_model", "data_summary"]
 
 # Chosen on the bundled MovieLens sample (benchmarks/quality_defaults.py): features next
 # to an indicator get as much weight as the indicator on the user side and twice on the
@@ -103,3 +103,17 @@ def train_model(
         callback=(lambda e, s: callback("final", e, s)) if callback else None,
     )
     return TrainResult(model=model, metrics=metrics, params=merged)
+
+
+def data_summary(interactions: pd.DataFrame) -> dict:
+    """What a model was trained on, for its manifest: counts and the newest timestamp.
+
+    The retraining cycle judges a champion only on interactions newer than this.
+    """
+    ts = interactions["timestamp"] if "timestamp" in interactions else None
+    return {
+        "interactions": len(interactions),
+        "users": int(interactions["user_id"].nunique()),
+        "items": int(interactions["item_id"].nunique()),
+        "max_timestamp": int(ts.max()) if ts is not None and len(ts) else None,
+    }

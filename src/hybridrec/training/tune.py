@@ -27,8 +27,11 @@ _SEGMENTS = ("warm_users", "cold_users", "cold_items")
 
 def objective(metrics: dict) -> float:
     """Mean precision@k over the warm, cold-user and cold-item segments that have users."""
-    vals = [metrics["segments"][s]["precision"] for s in _SEGMENTS
-            if metrics["segments"][s]["users"] > 0]
+    vals = [
+        metrics["segments"][s]["precision"]
+        for s in _SEGMENTS
+        if metrics["segments"][s]["users"] > 0
+    ]
     return sum(vals) / len(vals) if vals else 0.0
 
 
@@ -51,10 +54,12 @@ def tune(
     results = []
     for cand in candidates:
         params = {**DEFAULT_PARAMS, **cand}
-        model = fit_model(older, user_features, item_features, params,
-                          seed=seed, num_threads=num_threads)
-        metrics = evaluate(model, newest, user_features=user_features,
-                           item_features=item_features, k=k)
+        model = fit_model(
+            older, user_features, item_features, params, seed=seed, num_threads=num_threads
+        )
+        metrics = evaluate(
+            model, newest, user_features=user_features, item_features=item_features, k=k
+        )
         score = objective(metrics)
         results.append((params, metrics, score))
         if on_result:
