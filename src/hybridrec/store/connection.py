@@ -26,8 +26,9 @@ processes starting together make exactly one server; every other process (anothe
 command, each API worker) finds it answering on ``redis.sock`` and connects as a plain
 client. No client owns the server: it keeps running when the process that started it
 exits, until :func:`stop_embedded` (``hybridrec redis stop``), which saves and shuts it
-down. Data persists in RDB snapshots plus an append-only file fsynced every second, so a
-restart (or a crash) loses at most the last second of writes. The server listens on no TCP
+down. Data persists in an append-only file fsynced every second (a restart, or a crash,
+loses at most the last second of writes); a clean stop also writes a ``redis.db``
+snapshot. The server listens on no TCP
 port. When ``data_dir`` is so deep that the socket path would exceed the OS limit, the
 socket goes to the temp directory under a name derived from ``data_dir``.
 """
@@ -451,7 +452,7 @@ class EmbeddedServer:
             "logfile": _quote(str(self.logfile)),
             "appendonly": "yes",
             "appendfsync": "everysec",
-            "save": '"900 1 300 10 60 10000"',
+            "save": '""',  # the AOF is the durability; snapshots would fork during loads
             "timeout": "0",
         }
         text = "# written by hybridrec at each start of the embedded Redis\n" + "".join(
