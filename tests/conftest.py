@@ -170,11 +170,17 @@ def redis_cluster(tmp_path_factory):
     cli = shutil.which("redis-cli", path=str(DEBIAN_REDIS_SERVER.parent))
     if cli is None:
         pytest.skip("Redis Cluster tests need redis-cli beside /usr/bin/redis-server")
+    version = subprocess.run(
+        [str(DEBIAN_REDIS_SERVER), "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    major = int(version.split("v=", 1)[1].split(".", 1)[0]) if "v=" in version else 0
     root = tmp_path_factory.mktemp("cluster")
     nodes: list[RedisProcess] = []
     try:
         for n in range(3):
             directory = root / f"node{n}"
+            # Redis < 7 has no cluster-port: its bus is on port + 10000, usually free too
+            bus = ["--cluster-port", str(_free_port())] if major >= 7 else []
             nodes.append(
                 start_redis(
                     str(DEBIAN_REDIS_SERVER),
@@ -185,9 +191,8 @@ def redis_cluster(tmp_path_factory):
                     str(directory / "nodes.conf"),
                     "--cluster-node-timeout",
                     "2000",
-                    "--cluster-port",
-                    str(_free_port()),
-                )  # fmt: skip
+                    *bus,
+                )
             )
         subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
