@@ -506,26 +506,27 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
 
 
 def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singular: str):
-    path = f"/v1/{kind}/<entity_id>/features"
+    key = f"{singular}_id"
+    path = f"/v1/{kind}/<{key}>/features"
     fs = ctx.feature_store
 
-    def get_features(entity_id: str):
-        entity_id = parse_id(entity_id, f"{singular}_id")
+    def get_features(**view_args: str):
+        entity_id = parse_id(view_args[key], key)
         found = _store_call(ctx, "features", lambda: fs.get_features(kind, entity_id))
         if found is None:
             raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")
-        return jsonify({f"{singular}_id": entity_id, "features": found})
+        return jsonify({key: entity_id, "features": found})
 
-    def put_features(entity_id: str):
-        entity_id = parse_id(entity_id, f"{singular}_id")
+    def put_features(**view_args: str):
+        entity_id = parse_id(view_args[key], key)
         features = parse_features_body(_body(ctx))
         _store_call(ctx, "features", lambda: fs.put_features(kind, entity_id, features))
         if kind == "items":
             ctx.reloader.wake()
-        return jsonify({f"{singular}_id": entity_id, "features": features})
+        return jsonify({key: entity_id, "features": features})
 
-    def delete_features(entity_id: str):
-        entity_id = parse_id(entity_id, f"{singular}_id")
+    def delete_features(**view_args: str):
+        entity_id = parse_id(view_args[key], key)
         existed = _store_call(ctx, "features", lambda: fs.delete_features(kind, entity_id))
         if not existed:
             raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")

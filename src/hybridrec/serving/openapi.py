@@ -1,4 +1,4 @@
-"""The OpenAPI 3.0 document of the HTTP API, served at ``/openapi.json``.
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/openapi.json``.
 
 A test checks that its paths and methods are exactly the Flask routes, and a
 property-based fuzz (schemathesis) drives the API from it.
@@ -30,6 +30,7 @@ def _error(description: str) -> dict:
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
 _ID_LIST = {"type": "array", "items": _ref("Id"), "maxItems": MAX_LIST}
 _BEARER = [{"bearer": []}]
+_OPEN: list = []
 
 
 def _path_id(name: str) -> dict:
@@ -56,6 +57,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     """The document for ``settings`` (``k``'s maximum and body limit come from it)."""
     settings = settings or Settings()
     max_k = settings.max_k
+    guarded = _BEARER if settings.api_token else _OPEN
     k = _k(max_k)
     ok_rec = {"200": {"description": "Top-k items", **_json(_ref("Recommendations"))}}
     features_ops = {}
@@ -77,12 +79,12 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 f"Replace the features of a {singular}.{note}",
                 {"200": {"description": "Stored", **_json(_ref("StoredFeatures"))}},
                 requestBody={"required": True, **_json(_ref("FeaturesBody"))},
-                security=_BEARER,
+                security=guarded,
             ),
             "delete": _op(
                 f"Delete the features of a {singular}.{note}",
                 {"204": {"description": "Deleted"}},
-                security=_BEARER,
+                security=guarded,
             ),
         }
     paths: dict[str, Any] = {
@@ -129,7 +131,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "Append interactions to the log and the users' seen items",
                 {"202": {"description": "Accepted", **_json(_ref("Accepted"))}},
                 requestBody={"required": True, **_json(_ref("InteractionsBody"))},
-                security=_BEARER,
+                security=guarded,
             )
         },
         "/v1/model": {
@@ -150,7 +152,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         "schema": {"type": "boolean", "default": False},
                     }
                 ],
-                security=_BEARER,
+                security=guarded,
             )
         },
         "/healthz": {
@@ -184,6 +186,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     features = {
         "type": "object",
         "description": f"feature name (1..{MAX_ID_LENGTH} characters) -> finite weight >= 0",
+        "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH},
         "additionalProperties": weight,
     }
     scored = {
@@ -209,12 +212,12 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "user_id": {**_ID, "nullable": True},
-                "features": {**features, "nullable": True},
+                "user_id": {**_ID, "type": ["string", "null"]},
+                "features": {**features, "type": ["object", "null"]},
                 "k": {"type": "integer", "minimum": 1, "maximum": max_k, "default": 10},
                 "exclude": _ID_LIST,
                 "exclude_seen": {"type": "boolean", "default": True},
-                "items": {**_ID_LIST, "nullable": True},
+                "items": {**_ID_LIST, "type": ["array", "null"]},
             },
         },
         "Recommendations": {
@@ -229,7 +232,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "degraded",
             ],
             "properties": {
-                "user_id": {"type": "string", "nullable": True},
+                "user_id": {"type": ["string", "null"]},
                 "model_version": {"type": "string"},
                 "strategy": {"type": "string", "enum": ["personalized", "baseline"]},
                 "user_case": {
@@ -288,7 +291,11 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                             "timestamp": {
                                 "description": "unix seconds or ISO-8601 (default: now)",
                                 "oneOf": [
-                                    {"type": "integer", "minimum": 0},
+                                    {
+                                        "type": "integer",
+                                        "minimum": -(2**63),
+                                        "maximum": 2**63 - 1,
+                                    },
                                     {"type": "string", "format": "date-time"},
                                 ],
                             },
@@ -307,7 +314,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "required": ["model_version", "items", "snapshot_age_seconds"],
             "properties": {
                 "model_version": {"type": "string"},
-                "created_at": {"type": "string", "nullable": True},
+                "created_at": {"type": ["string", "null"]},
                 "loaded_at": {"type": "string"},
                 "snapshot_age_seconds": {"type": "number"},
                 "items": {"type": "integer"},
@@ -338,14 +345,15 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "hybridrec",
             "version": __version__,
             "description": "Recommendations from a LightFM hybrid model, for known and new "
             'users and items. Errors are {"error": {"code", "message"}}. Request '
             f"bodies are JSON of at most {settings.max_body_bytes} bytes. Writes and admin "
-            "calls need 'Authorization: Bearer <token>' when HYBRIDREC_API_TOKEN is set.",
+            "calls need 'Authorization: Bearer <token>' when HYBRIDREC_API_TOKEN is set "
+            "(their operations then list the bearer scheme).",
         },
         "paths": paths,
         "components": {

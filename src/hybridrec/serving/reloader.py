@@ -35,7 +35,7 @@ __all__ = ["Reloader", "ReloadResult", "ServingState", "log_event"]
 
 log = logging.getLogger("hybridrec.serving")
 
-TICK = 0.5  # seconds between change-feed polls: new items are live within about a second
+TICK = 0.25  # seconds between change-feed polls: new items are live within half a second
 RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried again
 
 

@@ -157,29 +157,45 @@ class Snapshot:
         model = self.model
         overlay = dict(self._overlay)
         dead = set(self._dead.tolist())
+        table = self._table
+        ids = [str(i) for i, f in changes.items() if f is not None]
+        # every put in one pass: rows built exactly as training builds them, then one
+        # sparse product for all their [q_i, b_i, 1] vectors
+        puts = {str(i): f for i, f in changes.items() if f is not None}
+        matrix = model.item_space_.matrix(ids, puts)
+        vectors = model._factors_from_matrix(matrix, side="item")
+        scorable = np.diff(matrix.indptr) > 0
+        old_rows = np.asarray([-1 if (r := self._row(i)) is None else r for i in ids], np.int64)
+        had = old_rows >= 0
+        same = np.zeros(len(ids), dtype=bool)
+        if had.any():  # unchanged (within float noise): keep the row, no churn
+            same[had] = np.all(
+                np.isclose(table.factors[old_rows[had]], vectors[had], rtol=1e-6, atol=1e-6),
+                axis=1,
+            )
         appends: list[tuple[str, np.ndarray, float]] = []
-        factors = self._table.factors
+        known = model.item_space_.entities
+        for n, item_id in enumerate(ids):
+            old = int(old_rows[n])
+            if not scorable[n] or not same[n]:
+                if old >= 0:
+                    dead.add(old)
+                    overlay[item_id] = -1
+            if not scorable[n] or same[n]:
+                continue
+            if old >= 0:
+                pop = float(table.popularity[old])
+            else:  # new, or a known item deleted earlier and put back
+                idx = known.get(item_id)
+                pop = float(model.popularity_[idx]) if idx is not None else 0.0
+            appends.append((item_id, vectors[n], pop))
         for raw_id, features in changes.items():
-            item_id = str(raw_id)
-            old = self._row(item_id)
-            vec = None
-            if features is not None:
-                vec = model.item_vector(model.item_row(item_id, features))
-            if vec is None:
+            if features is None:
+                item_id = str(raw_id)
+                old = self._row(item_id)
                 if old is not None:
                     dead.add(old)
                     overlay[item_id] = -1
-                continue
-            vec32 = vec.astype(np.float32)
-            if old is not None and np.array_equal(factors[old], vec32):
-                continue
-            if old is not None:
-                dead.add(old)
-                pop = float(self._table.popularity[old])
-            else:  # new, or a known item deleted earlier and put back
-                known = model.item_space_.entities.get(item_id)
-                pop = float(model.popularity_[known]) if known is not None else 0.0
-            appends.append((item_id, vec32, pop))
         if not appends and len(dead) == self._dead.size:
             return self
 

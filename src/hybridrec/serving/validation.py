@@ -242,6 +242,8 @@ def parse_recommend_body(body: Mapping[str, Any], max_k: int) -> RecommendQuery:
     if features is not None:
         features = parse_features(features)
     k = body.get("k", 10)
+    if isinstance(k, float) and k.is_integer():  # JSON does not tell 10 from 10.0
+        k = int(k)
     if isinstance(k, bool) or not isinstance(k, int):
         raise _body_error(f"k must be an integer within 1..{max_k}, not {_json_type(k)}")
     if not 1 <= k <= max_k:
@@ -265,8 +267,8 @@ def _timestamp(value: object, what: str) -> int:
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise _body_error(f"{what} must be a finite number")
+        if not math.isfinite(value) or abs(value) >= 2**63:
+            raise _body_error(f"{what} must be a finite number of seconds within int64")
         seconds = int(value)
     elif isinstance(value, str):
         try:
@@ -281,7 +283,7 @@ def _timestamp(value: object, what: str) -> int:
             raise _body_error(f"{what} {value[:64]!r} is out of range") from None
     else:
         raise _body_error(f"{what} must be unix seconds or an ISO-8601 string")
-    if not 0 <= seconds < 2**62:
+    if not -(2**63) <= seconds < 2**63:  # int64, as the interaction files allow
         raise _body_error(f"{what} is out of range")
     return seconds
 
