@@ -16,6 +16,7 @@ Which features a user has at serving time (the 16 cases of DESIGN.md):
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import threading
@@ -462,6 +463,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "sizes": sizes,
                 "metrics": manifest.get("metrics", {}),
                 "store": "ok" if ctx.state.store_ok else "unavailable",
+                "blas_threads": _blas_threads(),
             }
         )
 
@@ -539,6 +541,15 @@ def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singu
     app.add_url_rule(
         path, f"delete_{singular}_features", protected(delete_features), methods=["DELETE"]
     )
+
+
+@functools.cache
+def _blas_threads() -> int | None:
+    """Threads of the BLAS numpy uses in this process (1 under ``hybridrec serve``)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def _iso(ts: float) -> str:

@@ -324,6 +324,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "sizes": {"type": "object"},
                 "metrics": {"type": "object"},
                 "store": {"type": "string", "enum": ["ok", "unavailable"]},
+                "blas_threads": {"type": ["integer", "null"]},
             },
         },
         "Reload": {

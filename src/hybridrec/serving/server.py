@@ -91,6 +91,9 @@ def _application(settings: Settings, options: dict[str, Any], on_ready: Callable
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
+                # one shared default path would clash between servers on one machine
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("child_exit", _child_exit)
             if on_ready is not None:
                 self.cfg.set("when_ready", lambda arbiter: on_ready())
