@@ -218,3 +218,25 @@ def test_overlay_equals_applying_the_final_state(fitted, ops):
     assert a.keys() == b.keys()
     for item_id in a:
         assert a[item_id] == pytest.approx(b[item_id], rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2_000, 60_000),
+    k=st.integers(1, 1_000),
+    excluded=st.floats(0, 0.99),
+    rounding=st.sampled_from([None, 1, 0]),
+)
+def test_top_k_on_long_vectors_equals_a_full_sort(seed, n, k, excluded, rounding):
+    """The sampled lower bound path: same scores as sorting everything (ties included)."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal(n) * 3 - 30).astype(np.float32)
+    if rounding is not None:
+        scores = np.round(scores, rounding)  # many ties
+    scores[rng.random(n) < excluded] = -np.inf
+    top = _top_k(scores, k)
+    finite = np.flatnonzero(np.isfinite(scores))
+    want = np.sort(scores[finite])[::-1][:k]
+    np.testing.assert_array_equal(scores[top], want)
+    assert len(set(top.tolist())) == len(top)

@@ -430,14 +430,32 @@ def _contains(sorted_rows: np.ndarray, row: int) -> bool:
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best finite scores, best first (ties by position)."""
+    """Positions of the ``k`` best finite scores, best first (ties by position).
+
+    Exact. For long score vectors, the k-th best of a strided sample is a lower bound of
+    the k-th best overall (the sample's k best are among all scores), so only the scores
+    at or above it can be in the top k: one comparison pass leaves a few hundred
+    candidates for ``argpartition``, which is several times faster than partitioning
+    100k scores.
+    """
     n = scores.shape[0]
     if n == 0 or k <= 0:
         return np.zeros(0, dtype=np.int64)
-    if k < n:
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
+    if k >= n:
         part = np.arange(n)
+    else:
+        sample_size = max(n // 64, 8 * k)
+        if n >= 4 * sample_size:
+            sample = scores[:: n // sample_size]
+            bound = np.partition(sample, sample.shape[0] - k)[sample.shape[0] - k]
+            candidates = np.flatnonzero(scores >= bound)
+        else:
+            candidates = np.arange(n)
+        if candidates.shape[0] > k:
+            top = np.argpartition(scores[candidates], candidates.shape[0] - k)
+            part = candidates[top[candidates.shape[0] - k :]]
+        else:
+            part = candidates
     part = part[np.isfinite(scores[part])]
     order = np.lexsort((part, -scores[part]))
     return part[order]
