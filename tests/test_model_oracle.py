@@ -62,10 +62,7 @@ def reference_row(
     if indicator is not None:
         row[indicator] = 1.0
     if normalize and feature_weight is not None:
-        a = feature_weight
-        if indicator is not None:
-            row[indicator] = 1 / (1 + a)
-        share = a / (1 + a) if use_indicators else 1.0
+        share = feature_weight if use_indicators else 1.0
         for col, w in used.items():
             row[col] = share * w / total
     elif normalize and row.sum() > 0:

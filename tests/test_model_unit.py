@@ -81,34 +81,34 @@ def as_dict(row) -> dict[int, float]:
 
 
 # The rule (hybridrec.model.features), a = feature_weight: on a side with indicators the
-# indicator weighs 1/(1+a) and the features together a/(1+a), in proportion to their raw
-# weights; without indicators the features sum to 1.
+# indicator weighs 1 and the features together a, in proportion to their raw weights;
+# without indicators the features sum to 1.
 
 
 def test_row_indicator_and_two_features_with_feature_weight_half():
-    # a = 0.5: indicator 1/1.5 = 2/3; features 1 and 3 share 0.5/1.5 = 1/3 -> 1/12, 1/4.
+    # a = 0.5: indicator 1; features 1 and 3 share 0.5 -> 1/8, 3/8.
     row = space().row("y", {"a": 1.0, "b": 3.0})
     assert row.has_indicator
     assert row.n_known_features == 2 and row.n_unknown_features == 0
     assert row.indices.dtype == np.int32 and row.values.dtype == np.float32
     got = as_dict(row)
     assert got.keys() == {1, 2, 3}
-    np.testing.assert_allclose([got[1], got[2], got[3]], [2 / 3, 1 / 12, 1 / 4], rtol=1e-6)
+    np.testing.assert_allclose([got[1], got[2], got[3]], [1, 1 / 8, 3 / 8], rtol=1e-6)
 
 
 def test_row_indicator_and_features_with_feature_weight_one():
     got = as_dict(space(feature_weight=1.0).row("x", {"a": 1.0, "b": 3.0}))
-    np.testing.assert_allclose([got[0], got[2], got[3]], [0.5, 0.125, 0.375], rtol=1e-6)
+    np.testing.assert_allclose([got[0], got[2], got[3]], [1, 0.25, 0.75], rtol=1e-6)
 
 
 @pytest.mark.parametrize("entity", ["new-entity", None])
 def test_row_of_new_entity_keeps_the_feature_part_of_a_warm_one(entity):
-    # No indicator part; the features keep their share a/(1+a) = 1/3 -> 1/12, 1/4.
+    # No indicator part; the features keep their share a = 0.5 -> 1/8, 3/8.
     row = space().row(entity, {"a": 1.0, "b": 3.0})
     assert not row.has_indicator
     got = as_dict(row)
     assert got.keys() == {2, 3}
-    np.testing.assert_allclose([got[2], got[3]], [1 / 12, 1 / 4], rtol=1e-6)
+    np.testing.assert_allclose([got[2], got[3]], [1 / 8, 3 / 8], rtol=1e-6)
 
 
 def test_row_on_a_side_without_indicators_scales_features_to_one():
@@ -122,9 +122,9 @@ def test_row_on_a_side_without_indicators_scales_features_to_one():
 def test_row_indicator_only_and_empty_row():
     row = space().row("x", None)
     assert row.has_indicator and not row.empty
-    np.testing.assert_allclose(row.values, [2 / 3], rtol=1e-6)  # 1 / (1 + 0.5)
+    np.testing.assert_allclose(row.values, [1.0], rtol=1e-6)  # plain LightFM indicator
     assert row.indices.tolist() == [0]
-    assert as_dict(space(feature_weight=1.0).row("x", {})) == {0: 0.5}
+    assert as_dict(space(feature_weight=1.0).row("x", {})) == {0: 1.0}
     empty = space().row("new", None)
     assert empty.empty and not empty.has_indicator and empty.n_known_features == 0
     assert space(use_indicators=False).row("x", None).empty
@@ -148,7 +148,7 @@ def test_row_ignores_and_counts_unknown_names_and_drops_non_positive_weights():
     assert row.n_unknown_features == 2
     assert row.n_known_features == 1
     assert row.indices.tolist() == [2]
-    np.testing.assert_allclose(row.values, [1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(row.values, [0.5], rtol=1e-6)
     row = space().row("new", {"nope": 1.0})
     assert row.empty and row.n_unknown_features == 1
 

@@ -7,17 +7,18 @@ the same :meth:`FeatureSpace.row`, so they cannot disagree.
 
 Normalisation (``normalize=True``), with ``a = feature_weight``:
 
-- indicators on: the indicator weighs ``1 / (1 + a)`` and the features together
-  ``a / (1 + a)`` (each in proportion to its raw weight). An entity without an indicator
-  (not seen in training) gets the same feature part and no indicator part: it is
-  represented by exactly what the model knows of it, on the same scale as the feature
-  part of a warm entity. Keeping that scale is what stops cold items, scored from
-  features alone, from crowding out warm ones (measured: README, "Quality of the
-  defaults").
+- indicators on: the indicator weighs 1 and the features together weigh ``a`` (each in
+  proportion to its raw weight). An entity without an indicator (not seen in training)
+  gets the same feature part and nothing else: it is represented by exactly what the
+  model knows of it, on the same scale as the feature part of a warm entity. Keeping that
+  scale is what stops cold items, scored from features alone, from crowding out warm
+  ones; and a side without features is plain collaborative LightFM (measured: README,
+  "Quality of the defaults").
 - indicators off: the features sum to 1.
 - ``feature_weight=None``: the raw weights next to an indicator of 1, the whole row
   scaled to sum to 1; this is ``lightfm.data.Dataset``'s normalisation (the "naive
   hybrid", where many features drown the indicator).
+- ``normalize=False``: the indicator weighs 1, features keep their raw weights.
 """
 
 from __future__ import annotations
@@ -98,13 +99,8 @@ class FeatureSpace:
                 if w > 0.0:
                     f_idx.append(offset + col)
                     f_val.append(w)
-        shares = self.normalize and self.feature_weight is not None
-        if shares and has_indicator:
-            values[0] = 1.0 / (1.0 + self.feature_weight)
-        if shares and f_val:
-            share = (
-                self.feature_weight / (1.0 + self.feature_weight) if self.use_indicators else 1.0
-            )
+        if f_val and self.normalize and self.feature_weight is not None:
+            share = self.feature_weight if self.use_indicators else 1.0
             total = sum(f_val)
             f_val = [v * share / total for v in f_val]
         indices.extend(f_idx)
