@@ -316,7 +316,10 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
         ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
-    header = next(csv.reader(io.StringIO(text)), [])  # to name all columns in errors
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])  # to name all columns in errors
+    except csv.Error:  # e.g. a stray CR inside the header: name the columns pandas saw
+        header = list(frame.columns)
     return _Raw(path, frame, text, [h.strip() for h in header])
 
 
