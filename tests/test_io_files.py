@@ -547,3 +547,11 @@ def test_property_garbage_timestamps_are_refused_only_with_input_error(tmp_path,
         assert "data row 1 (line 2 of the file): timestamp" in str(exc) or "NUL" in str(exc)
         return
     assert back["timestamp"].dtype == np.int64
+
+
+def test_regression_carriage_return_inside_header_is_an_input_error(tmp_path):
+    # Found by the arbitrary-bytes property test: csv.reader raised csv.Error here.
+    p = tmp_path / "f.csv"
+    p.write_bytes(b"id,fe\rature\n1,2\n")
+    with pytest.raises(InputError, match="missing column"):
+        read_features(p)
