@@ -223,9 +223,8 @@ def _install_hooks(app: Flask, ctx: ServingContext) -> None:
     def _observe(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         started = g.get("started")
-        if started is not None:
-            metrics.latency.labels(rule, request.method).observe(time.perf_counter() - started)
-        metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        metrics.observe_request(rule, request.method, response.status_code, elapsed)
         return response
 
     @app.errorhandler(ApiError)
@@ -382,7 +381,7 @@ def _user_context(ctx: ServingContext, user_id: str):
 
 def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
     m = ctx.metrics
-    m.recommendations.labels(rec.strategy, rec.user_case, "true" if degraded else "false").inc()
+    m.count_recommendation(rec.strategy, rec.user_case, degraded)
     if rec.unknown_user_features:
         m.unknown_features.labels("user").inc(rec.unknown_user_features)
 
@@ -471,7 +470,8 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
     @protected
     def admin_reload():
         force = parse_bool(request.args.get("force"), "force", False)
-        result = ctx.reloader.reload_now(force=force)
+        # below gunicorn's 30 s worker timeout; the load goes on in the background
+        result = ctx.reloader.reload_now(timeout=20.0, force=force)
         if result.error is not None:
             if result.version is None:
                 raise ApiError(503, "no_model", f"nothing to serve: {result.error}")

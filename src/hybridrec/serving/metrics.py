@@ -131,6 +131,27 @@ class Metrics:
             **live,
         )
         self._version: str | None = None
+        self._children: dict[tuple, tuple] = {}  # labels() resolved once per label set
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = ("request", route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_recommendation(self, strategy: str, user_case: str, degraded: bool) -> None:
+        key = ("recommendation", strategy, user_case, degraded)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.recommendations.labels(
+                strategy, user_case, "true" if degraded else "false"
+            )
+        child.inc()
 
     def set_model(self, version: str, loaded_at: float) -> None:
         if self._version is not None and self._version != version:

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..config import Settings
 
-__all__ = ["BLAS_ENV", "JsonLines", "serve"]
+__all__ = ["BLAS_ENV", "JsonLines", "gunicorn_options", "run_wsgi", "serve"]
 
 BLAS_ENV = (
     "OPENBLAS_NUM_THREADS",
@@ -82,11 +82,20 @@ def _pin_blas() -> None:
         os.environ[name] = "1"
 
 
-def _application(settings: Settings, options: dict[str, Any], on_ready: Callable | None):
+def run_wsgi(
+    load: Callable[[], Any], options: dict[str, Any], on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run gunicorn with ``options``; ``load()`` builds the WSGI app in each worker.
+
+    Each worker first limits BLAS to one thread (``threadpoolctl``) and sets up JSON-line
+    logging. ``on_ready`` runs in the master once the socket listens.
+    """
     from gunicorn.app.base import BaseApplication
 
+    _pin_blas()
+
     class HybridrecServer(BaseApplication):
-        """gunicorn embedded: options from :func:`serve`, the app built in each worker."""
+        """gunicorn embedded: the options given, the app built after the fork."""
 
         def load_config(self) -> None:
             for key, value in options.items():
@@ -99,16 +108,40 @@ def _application(settings: Settings, options: dict[str, Any], on_ready: Callable
                 self.cfg.set("when_ready", lambda arbiter: on_ready())
 
         def load(self):
-            # in the worker, after the fork
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=1)
             _configure_logging()
-            from .app import create_app
+            return load()
 
-            return create_app(settings)
+    HybridrecServer().run()
 
-    return HybridrecServer()
+
+def gunicorn_options(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 2,
+    *,
+    threads: int = 1,
+    timeout: int = 30,
+    access_log: bool = False,
+) -> dict[str, Any]:
+    """The gunicorn settings of ``hybridrec serve`` (the benchmark reuses them)."""
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "threads": threads,
+        "timeout": timeout,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "backlog": 2048,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "hybridrec",
+        "preload_app": False,
+    }
 
 
 def _child_exit(arbiter, worker) -> None:
@@ -145,23 +178,17 @@ def serve(
         socket_path = EmbeddedServer(settings.data_dir).start()
         settings = replace(settings, redis_url=f"unix://{socket_path}")
     _configure_logging()
-    options: dict[str, Any] = {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "workers": workers,
-        "worker_class": "gthread" if threads > 1 else "sync",
-        "threads": threads,
-        "timeout": timeout,
-        "graceful_timeout": 10,
-        "keepalive": 5,
-        "backlog": 2048,
-        "accesslog": "-" if access_log else None,
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "hybridrec",
-        "preload_app": False,
-    }
+    options = gunicorn_options(
+        host, port, workers, threads=threads, timeout=timeout, access_log=access_log
+    )
+
+    def load():
+        from .app import create_app
+
+        return create_app(settings)
+
     try:
-        _application(settings, options, on_ready).run()
+        run_wsgi(load, options, on_ready)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(metrics_dir)
