@@ -33,13 +33,13 @@ from hybridrec.training.metrics import user_metrics
 from hybridrec.training.trainer import fit_model
 
 
-def fold_in_scores(model, nxt, folds, k=10):
+def fold_in_scores(model, nxt, k=10):
     """precision@k and AUC of fold-in vs popularity for users new to ``model``."""
     factors = model.item_factors()
     pop = model.baseline_scores().astype(np.float64)
     known = model.item_ids_
-    res = {f"fold-in reg={r}": [] for r in folds} | {"popularity": []}
-    builders = {f"fold-in reg={r}": FoldIn.build(factors, r) for r in folds}
+    res = {"fold-in": [], "popularity": []}
+    builders = {"fold-in": FoldIn.build(factors)}
     new_users = nxt[~nxt.user_id.isin(set(model.user_ids_.external))]
     for _user, rows in new_users.groupby("user_id"):
         idx = known.convert_to_internal(rows.item_id, missing=-1)
@@ -62,11 +62,9 @@ def main() -> None:
     ap.add_argument("--initial", type=float, default=0.8)
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--warm-epochs", default="1,2,5")
-    ap.add_argument("--folds", default="0.1,1,10")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     warm_epochs = [int(x) for x in args.warm_epochs.split(",")]
-    folds = [float(x) for x in args.folds.split(",")]
 
     s = load_sample()
     df = s.interactions.sort_values(["timestamp", "user_id", "item_id"]).reset_index(drop=True)
@@ -99,7 +97,7 @@ def main() -> None:
             rows.setdefault(name, []).append(
                 (secs, w["precision"], w["auc"], res["segments"]["all"]["precision"])
             )
-        for name, ms in fold_in_scores(full, nxt, folds).items():
+        for name, ms in fold_in_scores(full, nxt).items():
             fold_rows.setdefault(name, []).extend(ms)
         print(
             f"step {step}: "
