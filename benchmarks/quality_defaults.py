@@ -50,7 +50,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=DEFAULT_PARAMS["epochs"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--protocol", choices=["random", "cold", "both"], default="both")
+    ap.add_argument(
+        "--candidates",
+        default="",
+        help="extra feature weightings to compare, 'user,item;user,item' (e.g. '0.25,0.5')",
+    )
     args = ap.parse_args()
+    for cand in filter(None, args.candidates.split(";")):
+        uw, iw = (float(x) for x in cand.split(","))
+        CONFIGS[f"weights user={uw} item={iw}"] = {
+            "features": True,
+            "params": {"user_feature_weight": uw, "item_feature_weight": iw},
+        }
 
     sample = load_sample()
     df = sample.interactions
