@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
 import threading
 import time
@@ -204,6 +205,15 @@ def create_app(
 
 
 # -- plumbing ----------------------------------------------------------------------------------
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> Response:
+    """A compact JSON response without Flask's provider machinery (the hot path).
+
+    Scores are finite by construction (top-k drops non-finite ones), so NaN never leaks.
+    """
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return Response(body, status=status, mimetype="application/json")
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -404,12 +414,12 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
             exclude_seen=parse_bool(args.get("exclude_seen"), "exclude_seen", True),
             items=None,
         )
-        return jsonify(_recommend(ctx, query))
+        return _json(_recommend(ctx, query))
 
     @app.post("/v1/recommendations")
     def recommendations():
         query = parse_recommend_body(_body(ctx), settings.max_k)
-        return jsonify(_recommend(ctx, query))
+        return _json(_recommend(ctx, query))
 
     @app.get("/v1/items/<item_id>/similar")
     def similar_items(item_id: str):
