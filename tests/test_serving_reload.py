@@ -338,3 +338,15 @@ def test_redis_stopped_and_restarted_mid_run(restartable_world):
     text = app.test_client().get("/metrics").data.decode()
     assert 'hybridrec_recommendations_total{degraded="true"' in text
     assert "hybridrec_store_degraded 0.0" in text
+
+
+def test_an_item_put_through_another_worker_is_found_at_once(serving_world):
+    """Read-your-writes for item lookups: the worker catches up with the change feed."""
+    world = serving_world
+    writer, reader = world.app().test_client(), world.app().test_client()
+    for n in range(5):
+        item = f"just-put-{n}"
+        put = writer.put(f"/v1/items/{item}/features", json={"features": {"genre:2": 1.0}})
+        assert put.status_code == 200
+        assert reader.get(f"/v1/items/{item}/similar?k=3").status_code == 200
+    assert reader.get("/v1/items/never-put/similar").status_code == 404

@@ -426,6 +426,8 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
         item_id = parse_id(item_id, "item_id")
         k = parse_k(request.args.get("k"), settings.max_k)
         snap = _snapshot(ctx)
+        if item_id not in snap and ctx.state.store_ok and ctx.reloader.catch_up():
+            snap = _snapshot(ctx)  # it may have been put through another worker just now
         try:
             items = snap.similar(item_id, k)
         except UnknownItem:

@@ -119,6 +119,7 @@ class Reloader:
         self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
         self._cursor: str | None = None  # item change feed cursor; None: full sync needed
         self._thread: threading.Thread | None = None
+        self._item_polls = 0  # change-feed polls finished (guarded by _done)
 
     # -- control --------------------------------------------------------------------------
 
@@ -139,6 +140,25 @@ class Reloader:
     def wake(self) -> None:
         """Poll the change feed now (after a local item write)."""
         self._wake.set()
+
+    def catch_up(self, timeout: float = 1.0) -> bool:
+        """Wait until a change-feed poll that started after this call has finished.
+
+        For a lookup of an item this worker does not know yet: an item put through
+        another worker a moment ago is then found, without waiting for the next tick.
+        """
+        with self._done:
+            target = self._item_polls + 2  # the poll under way may predate the call
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while self._item_polls < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._done.wait(left)
+                self._wake.set()
+        return True
 
     def reload_now(self, timeout: float = 60.0, *, force: bool = False) -> ReloadResult:
         """Check the registry now and wait for the outcome.
@@ -180,6 +200,10 @@ class Reloader:
                 self._tick_once()
             except Exception as exc:  # the thread must survive anything
                 log_event(logging.ERROR, "reloader_error", error=repr(exc))
+            finally:
+                with self._done:
+                    self._item_polls += 1
+                    self._done.notify_all()
             self._wake.wait(self.tick)
             self._wake.clear()
 
