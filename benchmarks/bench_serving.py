@@ -214,11 +214,9 @@ def wrk(url_base: str, n_users: int, seconds: float, connections: int, threads: 
         " '/recommendations?k=10')\n"
         "end\n"
     )
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
-         str(script), url_base],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    command += ["--latency", "-s", str(script), url_base]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     script.unlink()
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))

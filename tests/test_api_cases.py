@@ -171,6 +171,7 @@ def test_model_health_and_metrics(serving_world):
     api.get("/v1/users/u0/recommendations")
     api.get("/v1/users/stranger/recommendations")
     api.post("/v1/recommendations", json={"features": {"genre:1": 1, "zzz": 1}})
+    api.put("/v1/items/i9/features", json={"features": {"genre:1": 1, "new-a": 1, "new-b": 1}})
     text = api.get("/metrics").data.decode()
     for needle in (
         'hybridrec_http_requests_total{method="GET",route="/v1/users/<user_id>/recommendations",'
@@ -178,6 +179,7 @@ def test_model_health_and_metrics(serving_world):
         "hybridrec_http_request_duration_seconds_bucket",
         'hybridrec_recommendations_total{degraded="false",strategy="baseline",user_case="unknown"}',
         'hybridrec_unknown_features_total{side="user"} 1.0',
+        'hybridrec_unknown_features_total{side="item"} 2.0',
         f'hybridrec_model_info{{version="{serving_world.version}"}} 1.0',
         "hybridrec_snapshot_age_seconds",
         'hybridrec_model_reloads_total{result="success"} 1.0',

@@ -537,6 +537,12 @@ def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singu
         _store_call(ctx, "features", lambda: fs.put_features(kind, entity_id, features))
         if kind == "items":
             ctx.reloader.wake()
+            snap = ctx.state.snapshot
+            if snap is not None:  # names the model cannot use: counted, never an error
+                vocabulary = snap.model.item_space_.vocabulary
+                unknown = sum(1 for name in features if name not in vocabulary)
+                if unknown:
+                    ctx.metrics.unknown_features.labels("item").inc(unknown)
         return jsonify({key: entity_id, "features": features})
 
     def delete_features(**view_args: str):
