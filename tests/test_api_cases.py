@@ -171,7 +171,7 @@ def test_model_health_and_metrics(serving_world):
     api.get("/v1/users/u0/recommendations")
     api.get("/v1/users/stranger/recommendations")
     api.post("/v1/recommendations", json={"features": {"genre:1": 1, "zzz": 1}})
-    api.put("/v1/items/i9/features", json={"features": {"genre:1": 1, "new-a": 1, "new-b": 1}})
+    api.put("/v1/items/i9/features", json={"features": {"genre:2": 1, "new-a": 1, "new-b": 1}})
     text = api.get("/metrics").data.decode()
     for needle in (
         'hybridrec_http_requests_total{method="GET",route="/v1/users/<user_id>/recommendations",'
