@@ -191,8 +191,15 @@ def train(
     def progress(stage: str, epoch: int, seconds: float) -> None:
         bar = bars.get(stage)
         if bar is None:
+            for other in bars.values():
+                other.close()
             label = "holdout fit" if stage == "holdout" else "final fit"
-            bar = bars[stage] = tqdm(total=n_epochs, desc=label, unit="epoch", leave=True)
+            bar = bars[stage] = tqdm(
+                total=n_epochs,
+                desc=label,
+                leave=True,
+                bar_format="{desc}: {n_fmt}/{total_fmt} epochs |{bar}| {elapsed}{postfix}",
+            )
         bar.update(1)
         bar.set_postfix_str(f"{seconds:.2f}s/epoch")
 
