@@ -13,7 +13,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FoldIn"]
+__all__ = ["FoldIn", "fold_in_vector", "latent_centroid"]
+
+
+def latent_centroid(item_factors: np.ndarray) -> np.ndarray:
+    """Mean latent vector ``(d,)`` (float64) of item factor rows ``[q_i, b_i, 1]``."""
+    return item_factors[:, :-2].astype(np.float64).mean(axis=0)
+
+
+def fold_in_vector(item_rows: np.ndarray, centroid: np.ndarray) -> np.ndarray | None:
+    """``[q_u, 1, 0]`` (length d + 2, float64) from the factor rows ``(m, d + 2)`` of the
+    items a user interacted with, or None when ``m == 0``."""
+    if len(item_rows) == 0:
+        return None
+    out = np.empty(item_rows.shape[1], dtype=np.float64)
+    out[:-2] = item_rows[:, :-2].astype(np.float64).mean(axis=0) - centroid
+    out[-2:] = (1.0, 0.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -26,16 +42,8 @@ class FoldIn:
 
     @classmethod
     def build(cls, item_factors: np.ndarray) -> FoldIn:
-        centroid = item_factors[:, :-2].astype(np.float64).mean(axis=0)
-        return cls(item_factors, centroid)
+        return cls(item_factors, latent_centroid(item_factors))
 
     def vector(self, item_indices: np.ndarray) -> np.ndarray | None:
-        """``[q_u, 1, 0]`` (length d + 2, float64) for a user who interacted with the
-        item rows ``item_indices``, or None when there are none."""
-        idx = np.asarray(item_indices, dtype=np.int64)
-        if idx.size == 0:
-            return None
-        out = np.empty(self.factors.shape[1], dtype=np.float64)
-        out[:-2] = self.factors[idx, :-2].astype(np.float64).mean(axis=0) - self.centroid
-        out[-2:] = (1.0, 0.0)
-        return out
+        """``[q_u, 1, 0]`` for a user who interacted with the rows ``item_indices``."""
+        return fold_in_vector(self.factors[np.asarray(item_indices, dtype=np.int64)], self.centroid)

@@ -364,7 +364,7 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     exclude = list(query.exclude)
     if query.exclude_seen:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
-    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items)
+    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items, history=seen)
     _count(ctx, rec, degraded)
     return {
         "user_id": uid,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.features import Features
+from ..model.foldin import fold_in_vector, latent_centroid
 from ..model.hybrid import HybridLightFM
 
 __all__ = ["Recommendation", "Snapshot", "UnknownItem"]
@@ -115,6 +116,7 @@ class Snapshot:
     _overlay: Mapping[str, int] = field(repr=False)  # id -> row (-1: gone), wins over _base
     _dead: np.ndarray = field(repr=False)  # sorted int64 rows masked out at scoring
     changed_at: float = 0.0  # time.time() of the last catalog change applied
+    _centroid: np.ndarray | None = field(default=None, repr=False)  # fold-in, (d,)
 
     # -- construction ------------------------------------------------------------------
 
@@ -130,7 +132,8 @@ class Snapshot:
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
         version = version or str(manifest.get("version", "unversioned"))
         ids = model.item_space_.entities.external
-        table = _ItemTable(model.item_factors(), model.baseline_scores(), ids)
+        factors = model.item_factors()
+        table = _ItemTable(factors, model.baseline_scores(), ids)
         # A known item with an empty row (no indicator, no feature) cannot be scored.
         empty = np.flatnonzero(np.diff(model.item_matrix_.indptr) == 0).astype(np.int64)
         now = time.time()
@@ -145,6 +148,7 @@ class Snapshot:
             _overlay={},
             _dead=empty,
             changed_at=now,
+            _centroid=latent_centroid(factors) if len(ids) else None,
         )
 
     def with_items(self, changes: Mapping[str, Features | None]) -> Snapshot:
@@ -221,6 +225,7 @@ class Snapshot:
             _overlay=overlay,
             _dead=np.fromiter(sorted(dead), dtype=np.int64, count=len(dead)),
             changed_at=time.time(),
+            _centroid=self._centroid,
         )
 
     def _compacted(self, overlay, dead, appends) -> Snapshot:
@@ -251,6 +256,7 @@ class Snapshot:
             _overlay={},
             _dead=np.zeros(0, dtype=np.int64),
             changed_at=time.time(),
+            _centroid=self._centroid,
         )
 
     # -- lookups -------------------------------------------------------------------------
@@ -353,14 +359,19 @@ class Snapshot:
         *,
         exclude: Iterable[str] = (),
         items: Sequence[str] | None = None,
+        history: Iterable[str] = (),
     ) -> Recommendation:
         """Top ``k`` items for a user; ``features`` as in :meth:`user_vector`.
 
         ``exclude`` ids are never returned (unknown ids are ignored). ``items`` restricts
         scoring to these candidates; those that cannot be scored come back in
-        ``unscorable`` (in request order, duplicates dropped).
+        ``unscorable`` (in request order, duplicates dropped). ``history``: items the user
+        interacted with; a user the model cannot otherwise place (no indicator, no known
+        feature) is folded in from them instead of getting the baseline.
         """
         uvec, case, unknown = self.user_vector(user_id, features)
+        if uvec is None and history:
+            uvec = self.fold_in(history)
         unscorable: list[str] = []
         if items is None:
             if uvec is None:
@@ -405,6 +416,13 @@ class Snapshot:
             user_case=case,
             unknown_user_features=unknown,
         )
+
+    def fold_in(self, history: Iterable[str]) -> np.ndarray | None:
+        """``[q_u, 1, 0]`` (float32) folded in from the rows of ``history``, or None."""
+        rows = self._rows_of(history)
+        if self._centroid is None or rows.size == 0:
+            return None
+        return fold_in_vector(self._table.factors[rows], self._centroid).astype(np.float32)
 
     def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` items nearest to ``item_id`` by cosine of latent vectors."""
