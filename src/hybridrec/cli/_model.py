@@ -324,6 +324,14 @@ def _finite(obj):
     return obj
 
 
+def _snapshot(env: Env, model, version: str):
+    """The snapshot the API would serve: the model's items plus the store's catalog."""
+    from ..serving.snapshot import Snapshot
+
+    snap = Snapshot.from_model(model, version=version)
+    return snap.with_items(dict(env.feature_store.iter_features("items")))
+
+
 def _parse_feature(text: str) -> tuple[str, float]:
     name, sep, weight = text.partition("=")
     if not name:
@@ -356,23 +364,29 @@ def _parse_feature(text: str) -> tuple[str, float]:
 @click.pass_obj
 def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as_json):
     """Top-k items for USER_ID, as the API answers."""
-    model, version = _load_model(env, version)
     feats = dict(_parse_feature(f) for f in features) if features else None
+    snap = _snapshot(env, *_load_model(env, version))
     stored, seen = env.feature_store.user_context(user_id)
-    pred = model.predict_online(user_id, feats if feats is not None else (stored or {}))
-    excluded = set(exclude) | (set() if include_seen else seen)
+    rec = snap.recommend(
+        user_id,
+        feats if feats is not None else (stored or {}),
+        k,
+        exclude=list(exclude) + ([] if include_seen else sorted(seen)),
+        history=seen,
+    )
     body = {
         "user_id": user_id,
-        "model_version": version,
-        "strategy": pred.strategy,
-        "user_case": pred.user_case,
-        "items": [{"item_id": i, "score": s} for i, s in pred.top(k, excluded)],
-        "unscorable": pred.unscorable,
+        "model_version": snap.version,
+        "strategy": rec.strategy,
+        "user_case": rec.user_case,
+        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "unscorable": rec.unscorable,
+        "degraded": False,
     }
     if as_json:
         click.echo(json.dumps(body))
         return
-    click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {version})")
+    click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {snap.version})")
     for rank, item in enumerate(body["items"], 1):
         click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
 
@@ -385,12 +399,18 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
 @click.pass_obj
 def similar(env: Env, item_id, k, version, as_json):
     """Items nearest to ITEM_ID in the model's latent space (cosine)."""
-    model, version = _load_model(env, version)
-    if item_id not in model.item_ids_:
-        raise HybridrecError(f"item {item_id!r} is not in model {version}")
-    items = [{"item_id": i, "score": s} for i, s in model.similar_items(item_id, k)]
+    from ..serving.snapshot import UnknownItem
+
+    snap = _snapshot(env, *_load_model(env, version))
+    try:
+        items = [{"item_id": i, "score": s} for i, s in snap.similar(item_id, k)]
+    except UnknownItem:
+        raise HybridrecError(
+            f"item {item_id!r} is neither in model {snap.version} nor scorable from its "
+            "features in the store"
+        ) from None
     if as_json:
-        click.echo(json.dumps({"item_id": item_id, "model_version": version, "items": items}))
+        click.echo(json.dumps({"item_id": item_id, "model_version": snap.version, "items": items}))
         return
     for rank, item in enumerate(items, 1):
         click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
