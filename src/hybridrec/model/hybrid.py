@@ -167,11 +167,7 @@ class HybridLightFM(LightFM):
         self._set_training_data(interactions, user_feats, item_feats)
         self._reset_state()
         self.epoch_seconds_: list[float] = []
-        for epoch in range(self.epochs if epochs is None else epochs):
-            self._fit_epochs(1, num_threads)
-            if callback is not None:
-                callback(epoch, self.epoch_seconds_[-1])
-        return self
+        return self._train(self.epochs if epochs is None else epochs, num_threads, callback)
 
     def _set_training_data(
         self,
@@ -289,11 +285,17 @@ class HybridLightFM(LightFM):
                 arr[target] = getattr(self, name)
                 setattr(new, name, arr)
         new.epoch_seconds_ = []
-        for epoch in range(self.epochs if epochs is None else epochs):
-            new._fit_epochs(1, num_threads)
+        return new._train(self.epochs if epochs is None else epochs, num_threads, callback)
+
+    def _train(
+        self, epochs: int, num_threads: int, callback: Callable[[int, float], None] | None
+    ) -> HybridLightFM:
+        """``epochs`` passes of ``fit_partial``, calling ``callback(epoch, seconds)``."""
+        for epoch in range(epochs):
+            self._fit_epochs(1, num_threads)
             if callback is not None:
-                callback(epoch, new.epoch_seconds_[-1])
-        return new
+                callback(epoch, self.epoch_seconds_[-1])
+        return self
 
     def _fit_epochs(self, epochs: int, num_threads: int) -> None:
         # LightFM averages its learning rate over the features of a pair's rows: a pair whose
