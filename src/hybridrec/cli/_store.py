@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
@@ -89,6 +90,14 @@ def _metrics_summary(metrics: Any) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in flat[:4])
 
 
+def _when(entry: dict) -> str:
+    """When a version was recorded, as UTC ISO time (the registry keeps unix seconds)."""
+    stamp = entry.get("created_at") or entry.get("recorded_at")
+    if isinstance(stamp, int | float):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    return str(stamp or "")
+
+
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every field.")
 @click.pass_obj
@@ -114,7 +123,7 @@ def models_list(env: Env, as_json: bool) -> None:
         mark = "*" if e.get("current") else " "
         status = e["status"] + ("" if e.get("artifact") else " (no artifact)")
         click.echo(
-            f"{mark} {e['version']:<26}{status:<14}{str(e.get('created_at') or ''):<22}"
+            f"{mark} {e['version']:<26}{status:<14}{_when(e):<22}"
             f"{_metrics_summary(e.get('metrics'))}".rstrip()
         )
 
