@@ -293,3 +293,19 @@ def test_loop_survives_a_redis_restart(tmp_path):
     assert "store down" in outcomes  # cycles failed while Redis was down...
     assert "published" in outcomes[n_failed:]  # ...and the loop recovered by itself
     assert done and done[0] == len(outcomes)
+
+
+def test_champion_trained_from_a_file_is_judged_on_newer_timestamps(env):
+    from hybridrec.training.trainer import data_summary, fit_model
+
+    logged = env.feature_store.read_interactions()
+    champion = fit_model(logged, None, None, SMALL, seed=0)
+    version = env.model_store.write(champion, extra={"data": data_summary(logged)})["version"]
+    env.registry.publish(version, {"status": "published"})
+    newer = env.later[0]
+    env.feature_store.add_interactions(newer)
+    result = retrain_once(
+        env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
+    )
+    assert result.report["holdout"]["rule"] == "newer than the champion's data"
+    assert result.report["holdout"]["interactions"] == len(newer)

@@ -228,7 +228,7 @@ def train(
         metrics=result.metrics or {},
         extra={
             "train_seconds": round(time.perf_counter() - t0, 3),
-            "data": data_summary(interactions),
+            "data": data_summary(interactions, interactions.attrs.get("last_id")),
         },
     )
     version = manifest["version"]

@@ -381,11 +381,12 @@ class FeatureStore:
         return {_s(i) for i in self.client.smembers(self.seen_key(_check_id(user_id)))}
 
     @_guard
-    def read_interactions(self, since: str | None = None) -> pd.DataFrame:
+    def read_interactions(self, since: str | None = None, until: str | None = None) -> pd.DataFrame:
         """The log as ``user_id, item_id, weight (float64), timestamp (int64 unix s)``.
 
         Oldest first; ``since`` is a log cursor (exclusive), e.g. a previous call's
-        ``frame.attrs["last_id"]``, which names the newest entry read (``"0-0"`` if none).
+        ``frame.attrs["last_id"]``, which names the newest entry read (``"0-0"`` if none);
+        ``until`` (inclusive) stops at a cursor.
         """
         users: list[str] = []
         items: list[str] = []
@@ -394,7 +395,7 @@ class FeatureStore:
         last = since or "0-0"
         start = f"({since}" if since else "-"
         while True:
-            entries = self.client.xrange(self.log_key, start, "+", count=_PAGE)
+            entries = self.client.xrange(self.log_key, start, until or "+", count=_PAGE)
             for entry_id, fields in entries:
                 f = {_s(k): v for k, v in fields.items()}
                 users.append(_s(f["u"]))

@@ -1,12 +1,12 @@
 """One retraining cycle, and the loop that runs it on a schedule.
 
-A cycle reads the interaction log and features from the store, holds out the newest
-interactions (those newer than the champion's training data, so that the champion is
-judged on data it has not seen; the newest ``holdout`` share when there is no champion
-or it does not say), fits a challenger on the rest, evaluates challenger and champion on the
-same holdout, writes the challenger with a report (JSON + PNG), and publishes it only if
-it passes the quality gate. A refused challenger stays in the model store, marked
-``refused`` in the registry.
+A cycle reads the interaction log and features from the store, holds out what the
+champion has not seen (the log entries appended after the ones it was trained on, or,
+for a champion trained from a file, the interactions newer than its newest timestamp;
+the newest ``holdout`` share when there is no champion), fits a challenger on the rest,
+evaluates challenger and champion on the same holdout, writes the challenger with a
+report (JSON + PNG), and publishes it only if it passes the quality gate. A refused
+challenger stays in the model store, marked ``refused`` in the registry.
 """
 
 from __future__ import annotations
@@ -99,6 +99,23 @@ def _json_safe(obj):
     return obj
 
 
+def _holdout(feature_store, interactions, seen_data: dict, holdout: float, log_last_id):
+    """``(older, newest, rule)``: what the champion has not seen, by the first rule that
+    applies: log entries after the last one it was trained on; interactions newer than its
+    newest timestamp; else the newest ``holdout`` share."""
+    since = seen_data.get("log_last_id")
+    if since and log_last_id:
+        newest = feature_store.read_interactions(since=since, until=log_last_id)
+        older = interactions.iloc[: len(interactions) - len(newest)].reset_index(drop=True)
+        return older, newest, "log entries after the champion's data"
+    cutoff = seen_data.get("max_timestamp")
+    if cutoff is not None and "timestamp" in interactions:
+        is_new = interactions["timestamp"].to_numpy() > cutoff
+        return interactions[~is_new], interactions[is_new], "newer than the champion's data"
+    older, newest = time_holdout(interactions, holdout)
+    return older, newest, "newest share"
+
+
 def retrain_once(
     feature_store,
     model_store,
@@ -125,31 +142,21 @@ def retrain_once(
     user_features = dict(feature_store.iter_features("users"))
     item_features = dict(feature_store.iter_features("items"))
 
+    log_last_id = interactions.attrs.get("last_id")
+
     champion_version = registry.current()
     champion = None
-    cutoff = None
+    seen_data: dict = {}
     if champion_version is not None:
         champion = model_store.load(champion_version, with_optimizer=warm_start)
-        cutoff = ((champion.manifest_.get("extra") or {}).get("data") or {}).get("max_timestamp")
-    if cutoff is not None and "timestamp" in interactions:
-        # Judge both on what the champion has never seen: everything newer than its data.
-        is_new = interactions["timestamp"].to_numpy() > cutoff
-        older, newest = interactions[~is_new], interactions[is_new]
+        seen_data = (champion.manifest_.get("extra") or {}).get("data") or {}
+    older, newest, rule = _holdout(feature_store, interactions, seen_data, holdout, log_last_id)
+    if champion is not None and rule != "newest share":
         needed = max(min_interactions, int(min_new_share * len(interactions)))
         if len(newest) < needed:
-            log.info(
-                "retrain: skipped, %d new interactions since %s (need %d)",
-                len(newest),
-                champion_version,
-                needed,
-            )
-            return CycleResult(
-                "skipped",
-                champion=champion_version,
-                reasons=[f"{len(newest)} new interactions since {champion_version}, need {needed}"],
-            )
-    else:
-        older, newest = time_holdout(interactions, holdout)
+            reason = f"{len(newest)} new interactions since {champion_version}, need {needed}"
+            log.info("retrain: skipped, %s", reason)
+            return CycleResult("skipped", champion=champion_version, reasons=[reason])
     merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
     merged.pop("random_state", None)
 
@@ -186,11 +193,9 @@ def retrain_once(
         "k": k,
         "holdout": {
             "interactions": len(newest),
-            "rule": "newer than the champion's data"
-            if cutoff is not None
-            else f"newest {holdout:.0%}",
+            "rule": rule if rule != "newest share" else f"newest {holdout:.0%}",
         },
-        "data": data_summary(interactions),
+        "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
         "params": merged,
         "challenger": {"metrics": challenger_metrics},

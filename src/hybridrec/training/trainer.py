@@ -105,13 +105,15 @@ def train_model(
     return TrainResult(model=model, metrics=metrics, params=merged)
 
 
-def data_summary(interactions: pd.DataFrame) -> dict:
-    """What a model was trained on, for its manifest: counts and the newest timestamp.
+def data_summary(interactions: pd.DataFrame, log_last_id: str | None = None) -> dict:
+    """What a model was trained on, for its manifest: counts, the newest timestamp and,
+    when it came from the store's log, the last log entry read.
 
-    The retraining cycle judges a champion only on interactions newer than this.
+    The retraining cycle judges a champion only on interactions it has not seen.
     """
     ts = interactions["timestamp"] if "timestamp" in interactions else None
     return {
+        "log_last_id": log_last_id,
         "interactions": len(interactions),
         "users": int(interactions["user_id"].nunique()),
         "items": int(interactions["item_id"].nunique()),
