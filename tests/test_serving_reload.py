@@ -350,3 +350,21 @@ def test_an_item_put_through_another_worker_is_found_at_once(serving_world):
         assert put.status_code == 200
         assert reader.get(f"/v1/items/{item}/similar?k=3").status_code == 200
     assert reader.get("/v1/items/never-put/similar").status_code == 404
+
+
+def test_regression_deleted_model_item_stays_deleted_after_the_feed_is_trimmed(serving_world):
+    # A worker starting after the delete had left the capped change feed used to serve the
+    # model item again; the store's tombstones keep it retired until it is put again.
+    world = serving_world
+    store = world.feature_store
+    assert store.delete_features("items", "i0")
+    assert "i0" in store.deleted_item_ids()
+    world.redis.delete(store.changes_key)  # as if capping had trimmed the delete away
+    api = world.app().test_client()
+    assert api.get("/v1/items/i0/similar?k=3").status_code == 404
+    ranked = api.post("/v1/recommendations", json={"user_id": "u0", "k": 1000}).get_json()
+    assert "i0" not in {i["item_id"] for i in ranked["items"]}
+    store.put_features("items", "i0", world.data.item_features.get("i0", {}))
+    assert "i0" not in store.deleted_item_ids()
+    fresh = world.app().test_client()
+    assert fresh.get("/v1/items/i0/similar?k=3").status_code == 200

@@ -40,10 +40,17 @@ RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried aga
 
 
 def _catalog_changes(
-    snapshot: Snapshot, catalog: dict[str, dict], feed: list[tuple[str, str]]
+    snapshot: Snapshot,
+    catalog: dict[str, dict],
+    feed: list[tuple[str, str]],
+    deleted: set[str] = frozenset(),
 ) -> dict[str, dict | None]:
-    """``{item_id: features | None}`` that brings ``snapshot`` in line with the catalog."""
+    """``{item_id: features | None}`` that brings ``snapshot`` in line with the catalog;
+    ``deleted``: the store's tombstones (items deleted and not put since)."""
     changes: dict[str, dict | None] = dict(catalog)
+    for item_id in deleted:
+        if item_id not in catalog and item_id in snapshot:
+            changes[item_id] = None
     for item_id, op in dict(feed).items():  # the last op of each item
         if op == "delete" and item_id not in catalog:
             changes[item_id] = None
@@ -335,10 +342,12 @@ class Reloader:
             cursor = fs.latest_change_cursor()  # first: later changes are replayed after
             catalog = dict(fs.iter_features("items"))
             _, feed = fs.item_changes_since("0-0")
+            deleted = fs.deleted_item_ids()
         except HybridrecError as exc:
             self.store_failed("catalog", exc)
             return snapshot, None
-        return snapshot.with_items(_catalog_changes(snapshot, catalog, feed)), cursor
+        changes = _catalog_changes(snapshot, catalog, feed, deleted)
+        return snapshot.with_items(changes), cursor
 
     def _follow_items(self) -> None:
         snap = self.state.snapshot

@@ -114,6 +114,9 @@ class FeatureStore:
         self.changes_maxlen = changes_maxlen
         self.log_key = f"{prefix}:log"
         self.changes_key = f"{prefix}:items:changes"
+        # items deleted and not put since: lets a worker that starts later retire model
+        # items whose delete has already left the capped change feed
+        self.deleted_key = f"{prefix}:items:deleted"
 
     # -- keys -------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class FeatureStore:
         clean = _check_features(features)
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(self.index_key(kind), entity_id)
+        if kind == "items":
+            pipe.srem(self.deleted_key, entity_id)
         self._queue_hash(pipe, self.key(kind, entity_id), list(clean.items()), replace)
         pipe.execute()
         if kind == "items":
@@ -172,8 +177,14 @@ class FeatureStore:
         deleted, removed = pipe.execute()
         existed = bool(deleted or removed)
         if existed and kind == "items":
+            self.client.sadd(self.deleted_key, entity_id)
             self._append_changes([entity_id], "delete")
         return existed
+
+    @_guard
+    def deleted_item_ids(self) -> set[str]:
+        """Items deleted and not put again since (tombstones)."""
+        return {_s(i) for i in self.client.smembers(self.deleted_key)}
 
     # -- many entities ------------------------------------------------------------------
 
@@ -267,6 +278,8 @@ class FeatureStore:
             chunk = ids[start:stop]
             pipe = self.client.pipeline(transaction=False)
             pipe.sadd(index, *chunk)
+            if kind == "items":
+                pipe.srem(self.deleted_key, *chunk)
             for j in range(start, stop):
                 lo, hi = int(bounds[j]), int(bounds[j + 1])
                 pairs = list(zip(names_sorted[lo:hi], weights_sorted[lo:hi], strict=True))
