@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lightfm import LightFM
 
 from hybridrec.model import HybridLightFM
-from hybridrec.serving.snapshot import Snapshot, UnknownItem, _top_k
+from hybridrec.serving.snapshot import Snapshot, UnknownItem, _ItemTable, _top_k
 
 from .synthetic import make_synthetic
 
@@ -240,3 +240,134 @@ def test_top_k_on_long_vectors_equals_a_full_sort(seed, n, k, excluded, rounding
     want = np.sort(scores[finite])[::-1][:k]
     np.testing.assert_array_equal(scores[top], want)
     assert len(set(top.tolist())) == len(top)
+
+
+@pytest.mark.parametrize("n", [5, 200, 5_000])
+def test_top_k_keeps_the_first_of_scores_tied_at_the_kth_place(n):
+    """Regression: argpartition kept an arbitrary one of the items tied with the k-th
+    best, so equal items could be answered in a different order from row order."""
+    best = n // 2 | 1
+    scores = np.zeros(n, dtype=np.float32)
+    scores[best] = 1.0
+    assert _top_k(scores, 3).tolist() == [best, 0, 1]
+    scores[::2] = -np.inf
+    assert _top_k(scores, 3).tolist() == [best, 1, 3] if best > 3 else [3, 1]
+
+
+# -- the bounded scan (exact top k without reading every item row) -------------------------
+
+
+def _full_top_k(factors, uvec, k, masked):
+    """The reference: every row scored (float64 sum rounded to float32), ties by row."""
+    scores = (factors.astype(np.float64) @ uvec.astype(np.float64)).astype(np.float32)
+    scores[masked] = -np.inf
+    finite = np.flatnonzero(np.isfinite(scores))
+    order = finite[np.lexsort((finite, -scores[finite]))][:k]
+    return order, scores[order]
+
+
+def _item_rows(rng, n, d, ties):
+    """``[q_i, b_i, 1]`` rows; ``ties`` rounds them to quarters and repeats some rows."""
+    # a shared direction and a decaying spectrum, as trained item vectors have
+    q = rng.standard_normal((n, d)) * rng.uniform(0.1, 2) * 0.7 ** np.arange(d)
+    q = q @ np.linalg.qr(rng.standard_normal((d, d)))[0]  # in no particular basis
+    q += rng.standard_normal(d) * rng.uniform(0, 2)
+    b = rng.standard_normal(n) * rng.uniform(0, 1)
+    rows = np.column_stack([q, b, np.ones(n)])
+    if ties:
+        rows = np.round(rows * 4) / 4
+        dup = rng.random(n) < 0.3
+        rows[dup] = rows[rng.integers(0, n, int(dup.sum()))]
+    return rows.astype(np.float32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 400),
+    appended=st.integers(0, 60),
+    d=st.integers(1, 8),
+    dims=st.integers(0, 8),
+    k=st.integers(1, 30),
+    masked_share=st.sampled_from([0.0, 0.05, 0.5, 0.99]),
+    ties=st.booleans(),
+)
+def test_bounded_top_k_equals_the_full_product(seed, n, appended, d, dims, k, masked_share, ties):
+    """Same rows, order and scores as scoring every row, with ties, masked (dead or
+    excluded) rows and rows appended after the bounds were built."""
+    rng = np.random.default_rng(seed)
+    rows = _item_rows(rng, n + appended, d, ties)
+    table = _ItemTable(
+        rows[:n], np.zeros(n, np.float32), [f"i{j}" for j in range(n)], bound_dims=dims
+    )
+    if appended:
+        table.append([(f"a{j}", rows[n + j], 0.0) for j in range(appended)])
+    uvec = np.concatenate([rng.standard_normal(d) * rng.uniform(0.1, 3), [1.0, 0.7]])
+    if ties:
+        uvec = np.round(uvec * 2) / 2
+    uvec = uvec.astype(np.float32)
+    length = n + appended
+    masked = np.flatnonzero(rng.random(length) < masked_share).astype(np.int64)
+    got = table.top_k(uvec, length, k, masked)
+    want_rows, want_scores = _full_top_k(rows, uvec, k, masked)
+    if got is None:  # declined: the caller scores every row instead
+        return
+    np.testing.assert_array_equal(got[0], want_rows)
+    np.testing.assert_allclose(got[1], want_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_bounded_top_k_is_used_on_a_trained_like_catalog():
+    rng = np.random.default_rng(0)
+    rows = _item_rows(rng, 5_000, 16, ties=False)
+    table = _ItemTable(rows, np.zeros(5_000, np.float32), list(map(str, range(5_000))), None, 8)
+    for _ in range(20):
+        uvec = np.concatenate([rng.standard_normal(16), [1.0, 0.3]]).astype(np.float32)
+        got = table.top_k(uvec, 5_000, 10, np.zeros(0, np.int64))
+        assert got is not None
+        want_rows, _ = _full_top_k(rows, uvec, 10, [])
+        np.testing.assert_array_equal(got[0], want_rows)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    user=st.sampled_from(USERS),
+    dims=st.integers(1, 6),
+    k=st.integers(1, 4),
+    changes=st.dictionaries(
+        st.sampled_from(["i0", "i3", "i8", "new1", "new2", "new3"]),
+        st.one_of(
+            st.none(),
+            st.dictionaries(st.sampled_from(["genre:0", "genre:2", "tag:1"]), st.floats(0.1, 3)),
+        ),
+        max_size=5,
+    ),
+    exclude=st.lists(st.sampled_from(["i1", "i2", "i4", "new1", "nope"]), max_size=3),
+    items=st.one_of(st.none(), st.lists(st.sampled_from(["i1", "i5", "new2", "x"]))),
+)
+def test_snapshot_with_bounds_recommends_like_the_full_product(
+    fitted, user, dims, k, changes, exclude, items
+):
+    """Snapshot level: overlay (appended, changed, deleted) items, exclusions and
+    candidate lists give the full product's top k with bounds on."""
+    model, _, _ = fitted
+    user_id, features = user
+    snap = Snapshot.from_model(model, version="v", bound_dims=dims).with_items(changes)
+    plain = Snapshot.from_model(model, version="v", bound_dims=0).with_items(changes)
+    got = snap.recommend(user_id, features, k, exclude=exclude, items=items)
+    same = plain.recommend(user_id, features, k, exclude=exclude, items=items)
+    live = plain.item_ids() if items is None else [i for i in dict.fromkeys(items) if i in plain]
+    if not live:
+        assert got.items == same.items == []
+        return
+    factors = np.stack([plain.item_vector(i) for i in live])
+    uvec, _, _ = plain.user_vector(user_id, features)
+    masked = [n for n, i in enumerate(live) if i in exclude]
+    want_rows, want_scores = _full_top_k(factors, uvec, k, masked)
+    assert [i for i, _ in got.items] == [live[r] for r in want_rows]
+    np.testing.assert_allclose([s for _, s in got.items], want_scores, rtol=1e-5, atol=1e-6)
+    assert got.unscorable == same.unscorable
+    np.testing.assert_allclose(
+        [s for _, s in got.items], [s for _, s in same.items], rtol=1e-5, atol=1e-6
+    )
