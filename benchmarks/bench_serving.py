@@ -75,7 +75,7 @@ def synthetic(n_items: int, n_users: int, seed: int = 0):
     return interactions, user_features, item_features
 
 
-def prepare(root: Path, n_items: int, n_users: int) -> dict:
+def prepare(root: Path, n_items: int, n_users: int, epochs: int = 20) -> dict:
     """Fit, load the store and publish; return the environment for ``hybridrec serve``."""
     from hybridrec.config import Settings
     from hybridrec.model import HybridLightFM
@@ -87,8 +87,11 @@ def prepare(root: Path, n_items: int, n_users: int) -> dict:
     settings = Settings(data_dir=root / ".hybridrec", model_store=str(root / "models"))
     t0 = time.perf_counter()
     interactions, user_features, item_features = synthetic(n_items, n_users)
-    model = HybridLightFM(no_components=64, epochs=1, random_state=0).fit(
-        interactions, user_features, item_features
+    # How well the snapshot's bounded scan prunes depends on the model: a barely trained
+    # one (epochs=1) is bias-dominated and prunes to a few dozen items; a fully trained
+    # one does not, and the snapshot then picks the full product (see Snapshot.from_model).
+    model = HybridLightFM(no_components=64, epochs=epochs, random_state=0).fit(
+        interactions, user_features, item_features, num_threads=2
     )
     fitted = time.perf_counter()
     client = connect(settings)
@@ -271,6 +274,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10k only, 3 s runs")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the model")
     parser.add_argument("--reference", choices=["seed", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", help=argparse.SUPPRESS)
@@ -294,7 +298,7 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"hybridrec-bench-{size}-"))
         print(f"{size}: {n_items} items, {n_users} users", flush=True)
         try:
-            env = prepare(root, n_items, n_users)
+            env = prepare(root, n_items, n_users, args.epochs)
             results = {}
             for kind in ("hybridrec", "seed", "bare"):
                 results[kind] = measure(kind, env, n_users, args)
