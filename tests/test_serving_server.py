@@ -99,7 +99,10 @@ def test_serve_with_two_workers(server, serving_model, tmp_path):
         store.put_features("users", user_id, features)
     store.add_interactions(data.interactions)
     first = publish_model(models, registry, model)["version"]
-    _wait(lambda: _all_workers_serve(base, first), 10, "both workers ready")
+    # Regression (flaky before): ten /v1/model answers can all come from one worker, so
+    # wait until each worker has logged the load of this version.
+    log = tmp_path / "serve.log"
+    _wait(lambda: _workers_loaded(log, first) == 2, 10, "both workers ready")
 
     # hot reload while requests run: no request fails
     stop = threading.Event()
@@ -170,6 +173,15 @@ def test_serve_with_two_workers(server, serving_model, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     client.close()
+
+
+def _workers_loaded(log: Path, version: str) -> int:
+    """How many worker processes logged ``model_loaded`` for ``version``."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if '"model_loaded"' in line and f'"version": "{version}"' in line:
+            pids.add(re.search(r'"pid": (\d+)', line).group(1))
+    return len(pids)
 
 
 def _all_workers_serve(base: str, version: str) -> bool:
