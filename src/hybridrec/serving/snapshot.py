@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -240,26 +240,20 @@ class Snapshot:
         well the bound prunes depends on the model); 0 turns it off. Results are the same
         either way.
         """
-        if bound_dims is None:
-            n_items = len(model.item_space_.entities)
-            bound_dims = _BOUND_DIMS if n_items >= _BOUND_MIN_ROWS else 0
-            if bound_dims:
-                bounded = cls.from_model(
-                    model, version=version, manifest=manifest, bound_dims=bound_dims
-                )
-                plain = cls.from_model(model, version=version, manifest=manifest, bound_dims=0)
-                return bounded if _faster(bounded, plain) else plain
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
-        version = version or str(manifest.get("version", "unversioned"))
         ids = model.item_space_.entities.external
         factors = model.item_factors()
-        table = _ItemTable(factors, model.baseline_scores(), ids, bound_dims=bound_dims or None)
+        popularity = model.baseline_scores()
         # A known item with an empty row (no indicator, no feature) cannot be scored.
         empty = np.flatnonzero(np.diff(model.item_matrix_.indptr) == 0).astype(np.int64)
         now = time.time()
-        return cls(
+        choose = bound_dims is None
+        if choose:
+            bound_dims = _BOUND_DIMS if len(ids) >= _BOUND_MIN_ROWS else 0
+        table = _ItemTable(factors, popularity, ids, bound_dims=bound_dims or None)
+        snap = cls(
             model=model,
-            version=version,
+            version=version or str(manifest.get("version", "unversioned")),
             manifest=manifest,
             loaded_at=now,
             _table=table,
@@ -270,6 +264,10 @@ class Snapshot:
             changed_at=now,
             _centroid=latent_centroid(factors) if len(ids) else None,
         )
+        if choose and bound_dims:
+            plain = replace(snap, _table=_ItemTable(factors, popularity, ids))
+            return snap if _faster(snap, plain) else plain
+        return snap
 
     def with_items(self, changes: Mapping[str, Features | None]) -> Snapshot:
         """A new snapshot with ``changes`` applied: ``{item_id: features}`` puts the item
@@ -334,18 +332,14 @@ class Snapshot:
         return self._compacted(overlay, dead, appends)
 
     def _next(self, table, length, base, overlay, dead) -> Snapshot:
-        return Snapshot(
-            model=self.model,
-            version=self.version,
-            manifest=self.manifest,
-            loaded_at=self.loaded_at,
+        return replace(
+            self,
             _table=table,
             _length=length,
             _base=base,
             _overlay=overlay,
             _dead=np.fromiter(sorted(dead), dtype=np.int64, count=len(dead)),
             changed_at=time.time(),
-            _centroid=self._centroid,
         )
 
     def _compacted(self, overlay, dead, appends) -> Snapshot:
@@ -365,19 +359,7 @@ class Snapshot:
         from_store = np.concatenate([src.from_store[rows], np.ones(len(appends), dtype=bool)])
         table = _ItemTable(factors, popularity, ids, from_store, src.bound_dims)
         index = {item_id: row for row, item_id in enumerate(ids)}
-        return Snapshot(
-            model=self.model,
-            version=self.version,
-            manifest=self.manifest,
-            loaded_at=self.loaded_at,
-            _table=table,
-            _length=table.length,
-            _base=index,
-            _overlay={},
-            _dead=np.zeros(0, dtype=np.int64),
-            changed_at=time.time(),
-            _centroid=self._centroid,
-        )
+        return self._next(table, table.length, index, {}, ())
 
     # -- lookups -------------------------------------------------------------------------
 
