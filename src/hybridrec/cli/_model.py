@@ -326,10 +326,10 @@ def _finite(obj):
 
 def _snapshot(env: Env, model, version: str):
     """The snapshot the API would serve: the model's items plus the store's catalog."""
+    from ..serving.reloader import sync_catalog
     from ..serving.snapshot import Snapshot
 
-    snap = Snapshot.from_model(model, version=version)
-    return snap.with_items(dict(env.feature_store.iter_features("items")))
+    return sync_catalog(Snapshot.from_model(model, version=version), env.feature_store)[0]
 
 
 def _parse_feature(text: str) -> tuple[str, float]:

@@ -31,7 +31,7 @@ from ..store.features import RESYNC
 from .metrics import Metrics
 from .snapshot import Snapshot
 
-__all__ = ["Reloader", "ReloadResult", "ServingState", "log_event"]
+__all__ = ["Reloader", "ReloadResult", "ServingState", "log_event", "sync_catalog"]
 
 log = logging.getLogger("hybridrec.serving")
 
@@ -58,6 +58,16 @@ def _catalog_changes(
         if item_id not in catalog:
             changes[item_id] = None
     return changes
+
+
+def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, str]:
+    """``snapshot`` brought in line with the store's whole item catalog, and the change
+    feed cursor to follow from; raises :class:`HybridrecError` when the store is down."""
+    cursor = feature_store.latest_change_cursor()  # first: later changes are replayed after
+    catalog = dict(feature_store.iter_features("items"))
+    _, feed = feature_store.item_changes_since("0-0")
+    deleted = feature_store.deleted_item_ids()
+    return snapshot.with_items(_catalog_changes(snapshot, catalog, feed, deleted)), cursor
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
@@ -337,17 +347,11 @@ class Reloader:
         an item only the store knew that left the catalog. Without the store, the
         artifact's items are served as trained and the sync is retried (cursor None).
         """
-        fs = self.feature_store
         try:
-            cursor = fs.latest_change_cursor()  # first: later changes are replayed after
-            catalog = dict(fs.iter_features("items"))
-            _, feed = fs.item_changes_since("0-0")
-            deleted = fs.deleted_item_ids()
+            return sync_catalog(snapshot, self.feature_store)
         except HybridrecError as exc:
             self.store_failed("catalog", exc)
             return snapshot, None
-        changes = _catalog_changes(snapshot, catalog, feed, deleted)
-        return snapshot.with_items(changes), cursor
 
     def _follow_items(self) -> None:
         snap = self.state.snapshot
