@@ -293,7 +293,7 @@ def evaluate(
     """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline."""
     from ..io.files import read_interactions
     from ..training.evaluation import evaluate as run
-    from ..training.evaluation import format_table
+    from ..training.evaluation import format_table, json_safe
 
     test = read_interactions(test_file)
     model, version = _load_model(env, version)
@@ -308,20 +308,9 @@ def evaluate(
     if plot:
         _plot(result, plot)
     if as_json:
-        click.echo(json.dumps(_finite(result)))
+        click.echo(json.dumps(json_safe(result)))
     else:
         click.echo(format_table(result))
-
-
-def _finite(obj):
-    """JSON has no NaN: metrics that are undefined become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _snapshot(env: Env, model, version: str):

@@ -12,6 +12,7 @@ dropped; users left with no positive are not counted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 from ..model.hybrid import HybridLightFM
 from .metrics import user_metrics
 
-__all__ = ["evaluate", "SEGMENTS", "format_table"]
+__all__ = ["evaluate", "SEGMENTS", "format_table", "json_safe"]
 
 SEGMENTS = ("all", "warm_users", "cold_users", "cold_items")
 _KEYS = ("precision", "recall", "ndcg", "auc")
@@ -147,3 +148,15 @@ def format_table(result: dict) -> str:
                 f"{m['ndcg']:>8.4f}{m['auc']:>8.4f}{m['coverage']:>8.4f}"
             )
     return "\n".join(lines)
+
+
+def json_safe(obj):
+    """``obj`` with non-finite floats as None: JSON has no NaN, and a metric that is
+    undefined (e.g. AUC with no negatives) becomes null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import HybridrecError
-from .evaluation import SEGMENTS, evaluate
+from .evaluation import SEGMENTS, evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
 from .trainer import DEFAULT_PARAMS, data_summary, fit_model
@@ -85,18 +85,6 @@ def render_chart(report: dict) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
-
-
-def _json_safe(obj):
-    import math
-
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _holdout(feature_store, interactions, seen_data: dict, holdout: float, log_last_id):
@@ -209,7 +197,7 @@ def retrain_once(
             "checks": decision.checks,
         },
     }
-    report = _json_safe(report)
+    report = json_safe(report)
     manifest = model_store.write(
         final,
         metrics=report["challenger"]["metrics"],
