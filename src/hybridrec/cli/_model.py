@@ -62,6 +62,26 @@ def _load_model(env: Env, version: str | None):
     return env.model_store.load(version), version
 
 
+def _feature_options(command):
+    """``--user-features`` and ``--item-features``: files instead of the feature store."""
+    for side in ("item", "user"):
+        command = click.option(
+            f"--{side}-features",
+            f"{side}_features_file",
+            type=click.Path(dir_okay=False),
+            help="id,feature[,weight]; default: the feature store",
+        )(command)
+    return command
+
+
+_interactions_option = click.option(
+    "--interactions",
+    "interactions_file",
+    type=click.Path(dir_okay=False),
+    help="user_id,item_id[,weight][,timestamp]; default: the store's log",
+)
+
+
 def _read_params(path: str) -> dict:
     from ..training.trainer import DEFAULT_PARAMS
 
@@ -91,24 +111,8 @@ def _read_params(path: str) -> dict:
 
 
 @main.command()
-@click.option(
-    "--interactions",
-    "interactions_file",
-    type=click.Path(dir_okay=False),
-    help="user_id,item_id[,weight][,timestamp]; default: the store's log",
-)
-@click.option(
-    "--user-features",
-    "user_features_file",
-    type=click.Path(dir_okay=False),
-    help="id,feature[,weight]; default: the feature store",
-)
-@click.option(
-    "--item-features",
-    "item_features_file",
-    type=click.Path(dir_okay=False),
-    help="id,feature[,weight]; default: the feature store",
-)
+@_interactions_option
+@_feature_options
 @click.option("--epochs", type=click.IntRange(1, 10_000), default=None)
 @click.option("--components", type=click.IntRange(1, 4096), default=None)
 @click.option("--loss", type=click.Choice(LOSSES), default=None)
@@ -282,8 +286,7 @@ def _plot(result: dict, path: str) -> None:
 )
 @click.option("--model", "version", default=None, help="version or artifact directory")
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
-@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False))
+@_feature_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--plot", type=click.Path(dir_okay=False), help="draw model vs baseline to a PNG")
 @click.pass_obj
@@ -406,9 +409,8 @@ def similar(env: Env, item_id, k, version, as_json):
 
 
 @main.command()
-@click.option("--interactions", "interactions_file", type=click.Path(dir_okay=False))
-@click.option("--user-features", "user_features_file", type=click.Path(dir_okay=False))
-@click.option("--item-features", "item_features_file", type=click.Path(dir_okay=False))
+@_interactions_option
+@_feature_options
 @click.option(
     "--validation",
     type=click.FloatRange(0.01, 0.5),
