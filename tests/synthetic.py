@@ -58,3 +58,9 @@ def make_synthetic(
     }
     user_features = {user: {f"genre:{g}": 1.0} for user, g in user_group.items()}
     return Synthetic(interactions, user_features, item_features, user_group, item_group)
+
+
+def long_features(features: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """``{id: {feature: weight}}`` as the long ``id, feature, weight`` frame of the files."""
+    rows = [(i, f, w) for i, fs in features.items() for f, w in fs.items()]
+    return pd.DataFrame(rows, columns=["id", "feature", "weight"])

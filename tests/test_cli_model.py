@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -13,7 +12,7 @@ from hybridrec.cli import main
 from hybridrec.io.files import write_features, write_interactions
 from hybridrec.training.split import split_interactions
 
-from .synthetic import make_synthetic
+from .synthetic import long_features, make_synthetic
 
 
 @pytest.fixture
@@ -29,11 +28,6 @@ def run(settings):
     return invoke
 
 
-def _long(features: dict) -> pd.DataFrame:
-    rows = [(i, f, w) for i, fs in features.items() for f, w in fs.items()]
-    return pd.DataFrame(rows, columns=["id", "feature", "weight"])
-
-
 @pytest.fixture
 def files(tmp_path):
     data = make_synthetic(n_users=120, n_items=60, seed=11)
@@ -41,8 +35,8 @@ def files(tmp_path):
     paths = {name: tmp_path / f"{name}.csv" for name in ("train", "test", "users", "items")}
     write_interactions(split.train, paths["train"])
     write_interactions(split.test, paths["test"])
-    write_features(_long(data.user_features), paths["users"])
-    write_features(_long(data.item_features), paths["items"])
+    write_features(long_features(data.user_features), paths["users"])
+    write_features(long_features(data.item_features), paths["items"])
     return paths
 
 

@@ -20,7 +20,7 @@ from hybridrec.store.connection import redis_server_binary
 from hybridrec.training.gate import quality_gate
 from hybridrec.training.retrain import parse_interval, retrain_once, run_loop
 
-from .synthetic import make_synthetic
+from .synthetic import long_features, make_synthetic
 
 SMALL = {"no_components": 8, "epochs": 10}
 
@@ -69,15 +69,10 @@ def env(settings):
     df = data.interactions.sort_values("timestamp")
     e.later = [df.iloc[int(len(df) * a) : int(len(df) * b)] for a, b in ((0.6, 0.8), (0.8, 1))]
     e.feature_store.add_interactions(df.iloc[: int(len(df) * 0.6)])
-    e.feature_store.load_features("users", _long(data.user_features))
-    e.feature_store.load_features("items", _long(data.item_features))
+    e.feature_store.load_features("users", long_features(data.user_features))
+    e.feature_store.load_features("items", long_features(data.item_features))
     yield e
     e.close()
-
-
-def _long(features: dict) -> pd.DataFrame:
-    rows = [(i, f, w) for i, fs in features.items() for f, w in fs.items()]
-    return pd.DataFrame(rows, columns=["id", "feature", "weight"])
 
 
 def test_gate_publishes_a_better_challenger_and_refuses_a_worse_one(env):
