@@ -403,6 +403,14 @@ class HybridLightFM(LightFM):
             n_unknown_features=0,
         )
 
+    def user_case(self, user_id: str | None, row: Row) -> str:
+        """One of ``USER_CASES``: is the user known to the model, does ``row`` (their
+        feature row) carry a feature the model knows?"""
+        known = user_id is not None and user_id in self.user_space_.entities
+        if row.n_known_features:
+            return "known_with_features" if known else "new_with_features"
+        return "known" if known else "unknown"
+
     def user_vector(self, row: Row) -> np.ndarray | None:
         """``[q_u, 1, b_u]`` (float64, length d + 2) of a user row, or None when empty."""
         return None if row.empty else self._row_vector(row, "user")
@@ -437,14 +445,7 @@ class HybridLightFM(LightFM):
         self._check_fitted()
         uid = None if user_id is None else str(user_id)
         urow = self.user_row(uid, user_features)
-        known_user = uid is not None and uid in self.user_space_.entities
-        with_features = urow.n_known_features > 0
-        user_case = {
-            (True, True): "known_with_features",
-            (True, False): "known",
-            (False, True): "new_with_features",
-            (False, False): "unknown",
-        }[(known_user, with_features)]
+        user_case = self.user_case(uid, urow)
         item_features = item_features or {}
 
         if item_ids is None and not item_features:

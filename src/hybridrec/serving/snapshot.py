@@ -429,16 +429,10 @@ class Snapshot:
         """
         model = self.model
         row = model.user_row(user_id, features)
-        known = user_id is not None and model.user_space_.entities.get(user_id) is not None
-        case = (
-            ("known_with_features" if row.n_known_features else "known")
-            if known
-            else ("new_with_features" if row.n_known_features else "unknown")
-        )
         vec = model.user_vector(row)
         return (
             None if vec is None else vec.astype(np.float32),
-            case,
+            model.user_case(user_id, row),
             row.n_unknown_features,
         )
 
