@@ -343,23 +343,15 @@ class HybridLightFM(LightFM):
 
     # -- representations for serving -------------------------------------------------------
 
-    def item_factors(self) -> np.ndarray:
-        """``(n_items, d + 2)`` float32 rows ``[q_i, b_i, 1]`` of the known items."""
+    def item_factors(self, matrix: sp.csr_matrix | None = None) -> np.ndarray:
+        """``(n, d + 2)`` float32 rows ``[q_i, b_i, 1]`` of item feature rows ``matrix``
+        (``(n, n_columns)``, built by ``item_space_``); default: the known items."""
         self._check_fitted()
-        return self._factors_from_matrix(self.item_matrix_, side="item")
-
-    def _factors_from_matrix(self, matrix: sp.csr_matrix, side: str) -> np.ndarray:
-        emb = self.item_embeddings if side == "item" else self.user_embeddings
-        bias = self.item_biases if side == "item" else self.user_biases
-        m = matrix.astype(np.float64)
-        out = np.empty((matrix.shape[0], emb.shape[1] + 2), dtype=np.float64)
-        out[:, :-2] = m @ emb.astype(np.float64)
-        if side == "item":
-            out[:, -2] = m @ bias.astype(np.float64)
-            out[:, -1] = 1.0
-        else:
-            out[:, -2] = 1.0
-            out[:, -1] = m @ bias.astype(np.float64)
+        m = (self.item_matrix_ if matrix is None else matrix).astype(np.float64)
+        out = np.empty((m.shape[0], self.no_components + 2), dtype=np.float64)
+        out[:, :-2] = m @ self.item_embeddings.astype(np.float64)
+        out[:, -2] = m @ self.item_biases.astype(np.float64)
+        out[:, -1] = 1.0
         return np.ascontiguousarray(out.astype(np.float32))
 
     def _row_vector(self, row: Row, side: str) -> np.ndarray:

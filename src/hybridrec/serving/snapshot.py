@@ -285,7 +285,7 @@ class Snapshot:
         # sparse product for all their [q_i, b_i, 1] vectors
         puts = {str(i): f for i, f in changes.items() if f is not None}
         matrix = model.item_space_.matrix(ids, puts)
-        vectors = model._factors_from_matrix(matrix, side="item")
+        vectors = model.item_factors(matrix)
         scorable = np.diff(matrix.indptr) > 0
         old_rows = np.asarray([-1 if (r := self._row(i)) is None else r for i in ids], np.int64)
         had = old_rows >= 0
