@@ -28,23 +28,19 @@ _KEYS = ("precision", "recall", "ndcg", "auc")
 
 
 def _candidates(model: HybridLightFM, item_features: Mapping[str, Mapping[str, float]]):
+    """Ids, ``[q_i, b_i, 1]`` rows and popularity of the known items, then of the new
+    items the model can score from their features; and the number of known items."""
     known = list(model.item_ids_.external)
-    factors = [model.item_factors().astype(np.float64)]
-    new_ids: list[str] = []
-    new_vecs: list[np.ndarray] = []
-    for item, feats in item_features.items():
-        if item in model.item_ids_:
-            continue
-        vec = model.item_vector(model.item_row(item, feats))
-        if vec is not None:
-            new_ids.append(item)
-            new_vecs.append(vec)
-    if new_vecs:
-        factors.append(np.vstack(new_vecs))
+    # sorted: the store iterates in no fixed order, and the baseline breaks ties by position
+    new = sorted(item for item in item_features if item not in model.item_ids_)
+    matrix = model.item_space_.matrix(new, item_features)
+    scorable = np.diff(matrix.indptr) > 0
+    new_ids = [item for item, ok in zip(new, scorable) if ok]
+    factors = np.vstack([model.item_factors(), model.item_factors(matrix[scorable])])
     popularity = np.concatenate(
         [model.baseline_scores().astype(np.float64), np.zeros(len(new_ids))]
     )
-    return known + new_ids, np.vstack(factors), popularity, len(known)
+    return known + new_ids, factors.astype(np.float64), popularity, len(known)
 
 
 def _summary(rows: list, n_items: int, k: int) -> dict:
