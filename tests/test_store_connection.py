@@ -161,3 +161,11 @@ def test_redact_url():
     assert redact_url("unix:///s.sock?db=0&password=pw") == "unix:///s.sock?db=0&password=***"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
     assert "pw" not in redact_url("redis+cluster://u:pw@a:1,b:2")
+
+
+def test_regression_url_without_scheme_is_echoed_as_given():
+    # redact_url used to print 'redis//oops' as '://redis//oops'
+    from hybridrec.store.connection import redact_url
+
+    assert redact_url("redis//oops") == "redis//oops"
+    assert "pw" not in redact_url("redis//u:pw@host")

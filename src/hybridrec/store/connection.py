@@ -119,6 +119,8 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
+    if not parts.scheme:  # nothing URL-like to redact around: show it as given
+        return url if "@" not in url else "<URL without a scheme>"
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, hosts = netloc.rsplit("@", 1)
