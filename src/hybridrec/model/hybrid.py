@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from .features import Features, FeatureSpace, Row
+from .features import Features, FeatureSpace, Row, feature_names
 from .idmap import IdMap
 
 __all__ = ["HybridLightFM", "OnlinePrediction", "NotFittedError", "USER_CASES"]
@@ -190,8 +190,8 @@ class HybridLightFM(LightFM):
         )
         new_users = pd.unique(users)
         new_items = pd.unique(items)
-        user_vocab = sorted({f for u in new_users for f in user_feats.get(u, {})})
-        item_vocab = sorted({f for i in new_items for f in item_feats.get(i, {})})
+        user_vocab = feature_names(new_users, user_feats)
+        item_vocab = feature_names(new_items, item_feats)
         if base is None:
             user_ids, item_ids = IdMap.from_values(new_users), IdMap.from_values(new_items)
             uv, iv = IdMap.from_values(user_vocab), IdMap.from_values(item_vocab)
