@@ -184,9 +184,9 @@ class HybridLightFM(LightFM):
         users = interactions["user_id"].astype(str).to_numpy()
         items = interactions["item_id"].astype(str).to_numpy()
         weights = (
-            interactions["weight"].astype(np.float32).to_numpy()
+            interactions["weight"].to_numpy(np.float64)
             if "weight" in interactions
-            else np.ones(len(interactions), np.float32)
+            else np.ones(len(interactions), np.float64)
         )
         new_users = pd.unique(users)
         new_items = pd.unique(items)
@@ -220,12 +220,16 @@ class HybridLightFM(LightFM):
         shape = (len(user_ids), len(item_ids))
         # Duplicate (user, item) pairs are summed: LightFM expects one entry per pair.
         weight_m = sp.coo_matrix((weights, (rows, cols)), shape=shape).tocsr().tocoo()
+        # summed in float64, then kept within float32: LightFM refuses infinite weights
+        f32 = np.finfo(np.float32).max
+        weight_m.data = np.clip(weight_m.data, -f32, f32).astype(np.float32)
         inter_m = sp.coo_matrix(
             (np.ones_like(weight_m.data), (weight_m.row, weight_m.col)), shape=shape
         )
         self.interactions_ = inter_m.tocsr()
         self._sample_weight = weight_m if not np.allclose(weight_m.data, 1.0) else None
-        self.popularity_ = np.asarray(weight_m.tocsr().sum(axis=0)).ravel().astype(np.float32)
+        popularity = np.asarray(weight_m.tocsr().sum(axis=0, dtype=np.float64)).ravel()
+        self.popularity_ = np.minimum(popularity, f32).astype(np.float32)
 
     def warm_start(
         self,
@@ -312,6 +316,7 @@ class HybridLightFM(LightFM):
                 weight = sp.coo_matrix(
                     (weight.data[keep], (weight.row[keep], weight.col[keep])), shape=weight.shape
                 )
+        self.epoch_interactions_ = int(coo.nnz)
         for _ in range(epochs):
             t0 = time.perf_counter()
             LightFM.fit_partial(

@@ -401,3 +401,29 @@ def _trim(client, key: str, cursor: tuple[int, int] | None) -> int:
     if cursor is None:
         return 0
     return int(client.xtrim(key, minid=_id(cursor[0], cursor[1] + 1), approximate=False))
+
+
+def read_training_interactions(store, archive: Archive | None) -> pd.DataFrame:
+    """Archive plus live tail, in log order, cleaned: every entry once.
+
+    Reads the archive's position, then the log after it, then checks that the position
+    did not move meanwhile (an archive run trims only what its files hold, so a stable
+    position means the two parts neither overlap nor leave a gap), retrying if it did.
+    ``attrs``: ``last_id`` (newest log entry read), ``archive_cursor``, ``skipped``.
+    """
+    for _ in range(10):
+        cursor = archive.cursor() if archive is not None else None
+        tail = store.read_interactions(since=_id(*cursor) if cursor else None, raw=True)
+        if archive is None or archive.cursor() == cursor:
+            break
+    else:
+        raise HybridrecError("the archive kept moving while reading it: try again")
+    last_id = tail.attrs.get("last_id")
+    if cursor is not None:
+        frame = pd.concat([archive.read(until=cursor), tail], ignore_index=True)
+        if last_id in (None, "0-0"):
+            last_id = _id(*cursor)
+    else:
+        frame = tail
+    frame.attrs = {"last_id": last_id, "archive_cursor": _id(*cursor) if cursor else None}
+    return clean_interactions(frame)

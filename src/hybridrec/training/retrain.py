@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import HybridrecError
-from .evaluation import SEGMENTS, evaluate, json_safe
+from ..store.log import newer_than, parse_cursor, read_training_interactions
+from .evaluation import DEFAULT_SAMPLE_USERS, SEGMENTS, evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
-from .trainer import DEFAULT_PARAMS, data_summary, fit_model
+from .trainer import DEFAULT_PARAMS, data_summary, default_threads, fit_model, throughput
 
 __all__ = ["CycleResult", "retrain_once", "run_loop", "parse_interval", "render_chart"]
 
@@ -87,15 +88,18 @@ def render_chart(report: dict) -> bytes:
     return buf.getvalue()
 
 
-def _holdout(feature_store, interactions, seen_data: dict, holdout: float, log_last_id):
+def _holdout(interactions, seen_data: dict, holdout: float, log_last_id):
     """``(older, newest, rule)``: what the champion has not seen, by the first rule that
     applies: log entries after the last one it was trained on; interactions newer than its
     newest timestamp; else the newest ``holdout`` share."""
-    since = seen_data.get("log_last_id")
-    if since and log_last_id:
-        newest = feature_store.read_interactions(since=since, until=log_last_id)
-        older = interactions.iloc[: len(interactions) - len(newest)].reset_index(drop=True)
-        return older, newest, "log entries after the champion's data"
+    since = parse_cursor(seen_data.get("log_last_id"))
+    if since and log_last_id and "log_ms" in interactions:
+        is_new = newer_than(interactions, since)
+        return (
+            interactions[~is_new].reset_index(drop=True),
+            interactions[is_new].reset_index(drop=True),
+            "log entries after the champion's data",
+        )
     cutoff = seen_data.get("max_timestamp")
     if cutoff is not None and "timestamp" in interactions:
         is_new = interactions["timestamp"].to_numpy() > cutoff
@@ -118,12 +122,20 @@ def retrain_once(
     min_interactions: int = 10,
     min_new_share: float = 0.01,
     seed: int | None = None,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    archive=None,
+    sample_users: int | None = DEFAULT_SAMPLE_USERS,
 ) -> CycleResult:
-    """Run one cycle; see the module docstring."""
+    """Run one cycle; see the module docstring. Interactions: ``archive`` (the log's
+    :class:`~hybridrec.store.log.Archive`, or None) plus the live log; rows training
+    cannot use are skipped and counted in the report's ``data.skipped_rows``."""
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.perf_counter()
-    interactions = feature_store.read_interactions()
+    num_threads = num_threads or default_threads()
+    interactions = read_training_interactions(feature_store, archive)
+    skipped = interactions.attrs.get("skipped") or {}
+    if sum(skipped.values()):
+        log.warning("retrain: skipped unusable log rows: %s", skipped)
     if len(interactions) < min_interactions:
         log.info("retrain: skipped, %d interactions in the log", len(interactions))
         return CycleResult("skipped", reasons=[f"only {len(interactions)} interactions"])
@@ -138,7 +150,7 @@ def retrain_once(
     if champion_version is not None:
         champion = model_store.load(champion_version, with_optimizer=warm_start)
         seen_data = (champion.manifest_.get("extra") or {}).get("data") or {}
-    older, newest, rule = _holdout(feature_store, interactions, seen_data, holdout, log_last_id)
+    older, newest, rule = _holdout(interactions, seen_data, holdout, log_last_id)
     if champion is not None and rule != "newest share":
         needed = max(min_interactions, int(min_new_share * len(interactions)))
         if len(newest) < needed:
@@ -159,7 +171,12 @@ def retrain_once(
 
     probe = challenger_on(older)
     challenger_metrics = evaluate(
-        probe, newest, user_features=user_features, item_features=item_features, k=k
+        probe,
+        newest,
+        user_features=user_features,
+        item_features=item_features,
+        k=k,
+        sample_users=sample_users,
     )
     champion_metrics = (
         evaluate(
@@ -169,12 +186,14 @@ def retrain_once(
             item_features=item_features,
             k=k,
             model_version=champion_version,
+            sample_users=sample_users,
         )
         if champion is not None
         else None
     )
     decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
     final = challenger_on(interactions)
+    fit_cost = throughput(final)
     status = "published" if decision.passed else "refused"
     report = {
         "started_at": started,
@@ -185,6 +204,8 @@ def retrain_once(
         },
         "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
+        "threads": num_threads,
+        "throughput": fit_cost,
         "params": merged,
         "challenger": {"metrics": challenger_metrics},
         "champion": (
@@ -201,7 +222,7 @@ def retrain_once(
     manifest = model_store.write(
         final,
         metrics=report["challenger"]["metrics"],
-        extra={"data": report["data"], "mode": report["mode"]},
+        extra={"data": report["data"], "mode": report["mode"], "throughput": fit_cost},
     )
     version = manifest["version"]
     report["challenger"]["version"] = version
