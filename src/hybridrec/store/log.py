@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import HybridrecError
+from .connection import _pid_alive
 
 __all__ = [
     "SKIP_REASONS",
@@ -308,16 +309,6 @@ def read_interactions_dir(url: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------ archive runs
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _TAKE_LOCK = """
