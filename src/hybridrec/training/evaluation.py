@@ -235,12 +235,13 @@ def evaluate(
 
     # -- personalised users, in batches: one float32 product, refined in float64 -------
     batch = max(1, min(1024, _BLOCK // max(n_items, 1)))
+    item_norm = float(np.linalg.norm(factors, axis=1).max(initial=0.0)) * (1 + 1e-6)
     personal = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
     for lo in range(0, personal.size, batch):
         us = personal[lo : lo + batch]
         uvecs = np.vstack([vectors[int(u)] for u in us])
         approx = uvecs.astype(np.float32) @ factors.T  # exact scores upcast a few rows
-        delta = error_bound(uvecs, factors)
+        delta = error_bound(uvecs, item_norm)
 
         def exact(r, c, uvecs=uvecs, offset=0):
             return np.einsum("ij,ij->i", uvecs[r], factors[c + offset].astype(np.float64))
