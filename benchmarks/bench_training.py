@@ -44,6 +44,7 @@ CASES = {
     "20m": (100_000, 1_000_000, 20_000_000, 19_000_000),
 }
 PREFIX = "bench"
+LAST_CPU = [0.0]
 
 
 def free_port() -> int:
@@ -124,11 +125,14 @@ def dir_size(path: Path) -> int:
 
 
 def run_child(args: list[str], env: dict) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS MiB, stdout) of a child process."""
+    """(wall seconds, peak RSS MiB, output) of a child process; its CPU seconds (user +
+    system, all threads) in ``LAST_CPU`` (on a shared machine: what it would take alone,
+    roughly, divided by the cores it keeps busy)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS and CPU
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - t0
         out.seek(0)
@@ -201,6 +205,7 @@ def bench(case: str, epochs: int, work: Path, profile: str | None = None) -> dic
         extra = manifest["extra"]
         out.update(
             train_publish_s=round(seconds, 1),
+            train_cpu_s=round(LAST_CPU[0], 1),
             train_peak_rss_mib=peak,
             epoch_s=extra["throughput"]["epoch_seconds"],
             interactions_per_s=extra["throughput"]["interactions_per_second"],
@@ -239,6 +244,7 @@ def bench(case: str, epochs: int, work: Path, profile: str | None = None) -> dic
         warm = json.loads(text.strip().splitlines()[-1])
         out.update(
             warm_start_s=round(warm["warm_start_seconds"], 1),
+            warm_process_cpu_s=round(LAST_CPU[0], 1),
             warm_read_s=round(warm["read_seconds"], 1),
             warm_items=warm["items"],
             warm_peak_rss_mib=peak,

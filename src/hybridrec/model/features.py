@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from .idmap import IdMap
 
-__all__ = ["FeatureSpace", "Row", "Features", "feature_names"]
+__all__ = ["FeatureSpace", "Row", "Features", "Flat", "feature_names", "flatten"]
 
 Features = Mapping[str, float]
 
@@ -120,16 +120,20 @@ class FeatureSpace:
         )
 
     def matrix(
-        self, ids: Iterable[str | None], features: Mapping[str, Features] | None = None
+        self,
+        ids: Iterable[str | None],
+        features: Mapping[str, Features] | None = None,
+        flat: Flat | None = None,
     ) -> sp.csr_matrix:
         """CSR matrix (len(ids) x n_columns, float32) of the rows of ``ids``.
 
         Row ``r`` equals :meth:`row` of ``ids[r]``, built for all rows at once (names
         looked up and weights normalised in C, no per-row Python work but one lookup).
+        ``flat``: :func:`flatten` of the same ids and features, when already at hand.
         """
         ids = list(ids)
         n = len(ids)
-        lens, names, weights = _flatten(ids, features or {})
+        lens, names, weights = flat if flat is not None else flatten(ids, features or {})
         rows = np.repeat(np.arange(n, dtype=np.int64), lens)
         cols = (
             self.vocabulary.pandas_index().get_indexer(names).astype(np.int64)
@@ -168,9 +172,10 @@ class FeatureSpace:
 _NO_FEATURES: dict[str, float] = {}
 
 
-def _flatten(
-    ids: list[str | None], features: Mapping[str, Features]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Flat = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def flatten(ids: list[str | None], features: Mapping[str, Features]) -> Flat:
     """``(lens, names, weights)``: each id's number of features, then all feature names
     (object array) and weights (float64) one id after the other."""
     get = features.get
@@ -184,7 +189,10 @@ def _flatten(
     return lens, names, weights
 
 
-def feature_names(ids: Iterable[str], features: Mapping[str, Features]) -> list[str]:
-    """Sorted distinct feature names of ``ids`` (a vocabulary)."""
-    _, names, _ = _flatten(list(ids), features)
+def feature_names(
+    ids: Iterable[str], features: Mapping[str, Features], flat: Flat | None = None
+) -> list[str]:
+    """Sorted distinct feature names of ``ids`` (a vocabulary); ``flat`` as in
+    :meth:`FeatureSpace.matrix`."""
+    _, names, _ = flat if flat is not None else flatten(list(ids), features)
     return sorted(pd.unique(names).tolist()) if names.size else []

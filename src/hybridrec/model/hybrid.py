@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from .features import Features, FeatureSpace, Row, feature_names
+from .features import Features, FeatureSpace, Row, feature_names, flatten
 from .idmap import IdMap
 
 __all__ = ["HybridLightFM", "OnlinePrediction", "NotFittedError", "USER_CASES"]
@@ -190,8 +190,11 @@ class HybridLightFM(LightFM):
         )
         new_users = pd.unique(users)
         new_items = pd.unique(items)
-        user_vocab = feature_names(new_users, user_feats)
-        item_vocab = feature_names(new_items, item_feats)
+        # flattened once: the vocabulary and (without a base, same ids) the matrix
+        flat_u = flatten(list(new_users), user_feats)
+        flat_i = flatten(list(new_items), item_feats)
+        user_vocab = feature_names(new_users, user_feats, flat_u)
+        item_vocab = feature_names(new_items, item_feats, flat_i)
         if base is None:
             user_ids, item_ids = IdMap.from_values(new_users), IdMap.from_values(new_items)
             uv, iv = IdMap.from_values(user_vocab), IdMap.from_values(item_vocab)
@@ -206,8 +209,13 @@ class HybridLightFM(LightFM):
         self.item_space_ = FeatureSpace(
             item_ids, iv, self.item_indicators, self.item_feature_weight, self.normalize
         )
-        self.user_matrix_ = self.user_space_.matrix(user_ids.external, user_feats)
-        self.item_matrix_ = self.item_space_.matrix(item_ids.external, item_feats)
+        same = base is None  # then the maps hold exactly new_users / new_items, in order
+        self.user_matrix_ = self.user_space_.matrix(
+            user_ids.external, user_feats, flat_u if same else None
+        )
+        self.item_matrix_ = self.item_space_.matrix(
+            item_ids.external, item_feats, flat_i if same else None
+        )
         # All-empty rows (no indicators, only zero weights) make LightFM diverge to NaN.
         for side, matrix in (("user", self.user_matrix_), ("item", self.item_matrix_)):
             if matrix.nnz == 0:

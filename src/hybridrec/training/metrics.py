@@ -95,21 +95,17 @@ def _lower_bound_kth(approx: np.ndarray, k: int) -> np.ndarray:
 
 def _top_k(approx: np.ndarray, k: int, exact: Exact, delta: np.ndarray) -> list[np.ndarray]:
     """Each row's top-k among finite ``approx`` entries, exact, ties by lower index."""
-    b_rows, n = approx.shape
     kth = _lower_bound_kth(approx, k)
     lowest = np.finfo(approx.dtype).min
     threshold = np.where(np.isfinite(kth), kth - 2.0 * delta, lowest)
-    thr = np.array([_down(t, approx.dtype) for t in threshold], dtype=approx.dtype)[:, None]
-    rows, cols = np.nonzero(approx >= thr)
-    if rows.size:  # an excluded item is -inf: never >= a finite threshold
-        finite = np.isfinite(approx[rows, cols])
-        rows, cols = rows[finite], cols[finite]
-    x = exact(rows, cols)
-    order = np.lexsort((cols, -x, rows))
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(b_rows))
-    ends = np.searchsorted(rows, np.arange(b_rows), side="right")
-    return [cols[s : min(e, s + k)].astype(np.int64) for s, e in zip(starts, ends)]
+    tops = []
+    for b in range(approx.shape[0]):
+        row = approx[b]
+        cols = np.flatnonzero(row >= _down(threshold[b], approx.dtype))  # 1-D: fast
+        cols = cols[np.isfinite(row[cols])]  # an excluded item is -inf
+        x = exact(np.full(cols.size, b), cols)
+        tops.append(cols[np.lexsort((cols, -x))[:k]].astype(np.int64))
+    return tops
 
 
 def _auc_counts(
