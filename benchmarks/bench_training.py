@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -199,7 +200,7 @@ def bench(case: str, epochs: int, work: Path, profile: str | None = None) -> dic
         if profile:  # py-spy's collapsed stacks of the whole command (pip install py-spy)
             train = ["py-spy", "record", "-r", "25", "-f", "raw", "-o", profile, "--", *train]
         seconds, peak, text = run_child(train, env)
-        version = text.strip().splitlines()[-1]
+        version = re.findall(r"^\d{8}T\d{6}Z-[0-9a-f]+$", text, re.MULTILINE)[-1]
         out["train_output_tail"] = text.strip().splitlines()[-16:-1]
         manifest = json.loads((work / "models" / version / "manifest.json").read_text())
         extra = manifest["extra"]
