@@ -4,9 +4,11 @@ against a real Redis server and real processes."""
 from __future__ import annotations
 
 import json
+import queue
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +104,18 @@ def _fill_log(store, n: int, days: int = 3, seed: int = 0) -> None:
     pipe.execute()
 
 
+def _lines(stream) -> queue.Queue:
+    """The lines of ``stream`` as they come, read by a daemon thread."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for raw in stream:
+            lines.put(raw.decode(errors="replace"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def _everything(store, archive: Archive) -> pd.DataFrame:
     """Archive rows plus log rows, as written (no cleaning), sorted by entry id."""
     both = pd.concat([archive.read(), store.read_interactions(raw=True)], ignore_index=True)
@@ -133,8 +147,13 @@ def test_archive_killed_at_random_points_never_loses_or_duplicates(settings, sto
     rng = random.Random(14)
     mid_run = 0
     for n in range(6):
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 4.0))
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if n % 3 == 0:  # anywhere, start-up included
+            time.sleep(rng.uniform(0.2, 3.0))
+        else:  # once it is moving entries (a loaded machine starts slowly), a little later
+            batches = _lines(proc.stderr)
+            assert batches.get(timeout=120).startswith("archived"), "no batch archived"
+            time.sleep(rng.uniform(0.0, 0.4))
         proc.kill()  # SIGKILL: no cleanup, wherever it is
         proc.wait()
         # new entries keep arriving between runs (ids: now)
