@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from lightfm import LightFM
 
 from .features import Features, FeatureSpace, Row, feature_names, flatten
-from .idmap import IdMap
+from .idmap import IdMap, as_strings
 
 __all__ = ["HybridLightFM", "OnlinePrediction", "NotFittedError", "USER_CASES"]
 
@@ -181,8 +181,8 @@ class HybridLightFM(LightFM):
         With ``base``, its id maps and vocabularies keep their order and new ids and
         feature names are appended (so the base's embedding rows can be carried over).
         """
-        users = interactions["user_id"].astype(str).to_numpy()
-        items = interactions["item_id"].astype(str).to_numpy()
+        users = as_strings(interactions["user_id"])
+        items = as_strings(interactions["item_id"])
         weights = (
             interactions["weight"].to_numpy(np.float64)
             if "weight" in interactions

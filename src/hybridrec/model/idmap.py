@@ -8,20 +8,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["IdMap"]
+__all__ = ["IdMap", "as_strings"]
 
 
-def _strings(values: Iterable[object]) -> np.ndarray:
-    """``values`` as an object array of ``str`` (converted in C where needed)."""
+def as_strings(values: Iterable[object]) -> np.ndarray:
+    """``values`` as an object array of ``str``: no copy when they are strings already
+    (checked in C), else converted in C."""
     if not isinstance(values, np.ndarray | pd.Series | pd.Index | list | tuple):
         values = list(values)
     arr = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
+    if arr.dtype == object and pd.api.types.infer_dtype(arr, skipna=False) == "string":
+        return arr.to_numpy(dtype=object, copy=False)
     return arr.astype(str).to_numpy(dtype=object)
 
 
 def _unique_strings(values: Iterable[object]) -> np.ndarray:
     """Unique values as ``str``, in first-seen order (object array); hashing in C."""
-    return pd.unique(_strings(values))
+    return pd.unique(as_strings(values))
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class IdMap:
 
         Unknown ids raise ``KeyError`` unless ``missing`` is given, which then stands in.
         """
-        arr = _strings(ids)
+        arr = as_strings(ids)
         found = self.pandas_index().get_indexer(arr).astype(np.int64)
         unknown = found < 0
         if unknown.any():

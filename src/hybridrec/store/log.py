@@ -108,12 +108,13 @@ def clean_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     reasons["timestamp_not_an_integer"] = ~bad & bad_t
     bad |= bad_t
     skipped = {r: int(m.sum()) for r, m in reasons.items() if m.any()}
-    out = frame.loc[~bad].copy() if bad.any() else frame.copy()
-    out["user_id"] = out["user_id"].astype(str)
-    out["item_id"] = out["item_id"].astype(str)
-    out["weight"] = w[~bad]
-    out["timestamp"] = t[~bad].astype(np.int64)
-    out = out.reset_index(drop=True)
+    # no deep copy of a clean frame: millions of id strings are the bulk of its memory
+    out = frame.loc[~bad].reset_index(drop=True) if bad.any() else frame.copy(deep=False)
+    for column in ("user_id", "item_id"):
+        if pd.api.types.infer_dtype(out[column], skipna=False) != "string":
+            out[column] = out[column].astype(str)
+    out["weight"] = w[~bad] if bad.any() else w
+    out["timestamp"] = (t[~bad] if bad.any() else t).astype(np.int64)
     previous = attrs.get("skipped") or {}
     attrs["skipped"] = {r: previous.get(r, 0) + skipped.get(r, 0) for r in {*previous, *skipped}}
     out.attrs = attrs
