@@ -143,7 +143,7 @@ class RedisURL:
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    options: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # ssl_password=
 
     @property
     def cluster(self) -> bool:
