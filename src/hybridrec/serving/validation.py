@@ -434,31 +434,36 @@ def _not_json(data: bytes, exc: Exception) -> str:
     return f"the body is not valid JSON: {exc}"
 
 
-@functools.lru_cache(maxsize=64)
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_QUERY_FIELDS: dict[type, dict[str, Any]] = {}
+
+
 def _query_fields(tp: type) -> dict[str, Any]:
-    """``{name: coercion of a query string}`` for the fields of ``tp``."""
-    out = {}
-    for field in msgspec.structs.fields(tp):
-        base = _strip(field.type)
-        origin = typing.get_origin(base)
-        if base is int:
-            out[field.name] = _query_int
-        elif base is bool:
-            out[field.name] = _query_bool
-        elif origin is list:
-            out[field.name] = _query_list
-        else:
-            out[field.name] = None
+    """``{name: coercion of a query string, or None}`` for the fields of ``tp``."""
+    out = _QUERY_FIELDS.get(tp)
+    if out is None:
+        out = {}
+        for field in msgspec.structs.fields(tp):
+            base = _strip(field.type)
+            if base is int:
+                out[field.name] = _query_int
+            elif base is bool:
+                out[field.name] = _query_bool
+            elif typing.get_origin(base) is list:
+                out[field.name] = _query_list
+            else:
+                out[field.name] = None
+        _QUERY_FIELDS[tp] = out
     return out
 
 
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
 def _query_int(text: str) -> int | str:
-    return int(text) if _INTEGER.fullmatch(text) else text
+    """ASCII digits with an optional sign; anything else stays text (and is refused)."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return int(text) if digits.isdigit() and digits.isascii() else text
 
 
 def _query_bool(text: str) -> bool | str:
@@ -474,21 +479,22 @@ def decode_params(tp: type, path: Mapping[str, str], query: Mapping[str, str]) -
     """Path and query parameters as a ``tp`` instance, or a 400 :class:`ApiError`.
 
     Query values are text: integers are ASCII digits, booleans true/false/1/0 (any case),
-    lists comma-separated. Unknown query parameters are refused.
+    lists comma-separated. Unknown query parameters are refused. ``query`` may be a
+    werkzeug ``MultiDict``: the first value of a repeated name counts.
     """
     fields = _query_fields(tp)
     values: dict[str, Any] = dict(path)
-    for name in query:
-        if name not in fields or name in path:
-            raise ApiError(
-                400,
-                "invalid_parameter",
-                f"unknown query parameter {name[:64]!r}; allowed: "
-                + (", ".join(n for n in fields if n not in path) or "none"),
-            )
-        text = query[name]
-        coerce = fields[name]
-        values[name] = coerce(text) if coerce is not None else text
+    if query:
+        for name, text in query.items():
+            if name not in fields or name in path:
+                raise ApiError(
+                    400,
+                    "invalid_parameter",
+                    f"unknown query parameter {name[:64]!r}; allowed: "
+                    + (", ".join(n for n in fields if n not in path) or "none"),
+                )
+            coerce = fields[name]
+            values[name] = coerce(text) if coerce is not None else text
     try:
         return msgspec.convert(values, tp)
     except msgspec.ValidationError as exc:
