@@ -43,6 +43,7 @@ from .validation import (
     FeaturesBody,
     InteractionsBody,
     ItemFeaturesParams,
+    NoParams,
     RecommendQuery,
     ReloadParams,
     UserFeaturesParams,
@@ -62,7 +63,6 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
-_NO_PARAMS = msgspec.defstruct("NoParams", [], forbid_unknown_fields=True)
 
 
 class ServingContext:
@@ -436,7 +436,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
 
     @app.post("/v1/recommendations")
     def recommendations():
-        _params(_NO_PARAMS)
+        _params(NoParams)
         return _json(_recommend(ctx, _body(ctx, decl.recommendation_request)))
 
     @app.get("/v1/items/<item_id>/similar")
@@ -467,7 +467,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
     @app.post("/v1/interactions")
     @protected
     def interactions():
-        _params(_NO_PARAMS)
+        _params(NoParams)
         body = _body(ctx, InteractionsBody)
         now = int(time.time())
         rows = [i.row(now) for i in body.interactions]
@@ -477,7 +477,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
 
     @app.get("/v1/model")
     def model_info():
-        _params(_NO_PARAMS)
+        _params(NoParams)
         snap = _snapshot(ctx)
         manifest = snap.manifest or {}
         sizes = manifest.get("sizes", {})

@@ -48,7 +48,7 @@ class Operation:
     params: Any = None  # a Struct of the path and query parameters
     body: Any = None  # a Struct of the JSON body
     guarded: bool = False  # needs the bearer token when HYBRIDREC_API_TOKEN is set
-    errors: tuple[int, ...] = ()
+    errors: tuple[int, ...] = ()  # besides 400 (any /v1/ route), 401, 413, 415 and 422
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,7 +56,6 @@ class Operation:
 def operations(settings: Settings) -> list[Operation]:
     """Every operation of the API; ``settings.max_k`` bounds ``k``."""
     d = v.declarations(settings.max_k)
-    read_errors = (400, 503)
     ops = [
         Operation(
             "get",
@@ -64,7 +63,7 @@ def operations(settings: Settings) -> list[Operation]:
             "Top-k items for a user, from their stored features and seen items",
             {200: ("Top-k items", v.Recommendations)},
             params=d.UserRecommendationParams,
-            errors=(*read_errors, 414),
+            errors=(414, 503),
         ),
         Operation(
             "post",
@@ -72,7 +71,7 @@ def operations(settings: Settings) -> list[Operation]:
             "Top-k items for a user and/or inline features, optionally among candidates",
             {200: ("Top-k items", v.Recommendations)},
             body=d.RecommendationRequest,
-            errors=(413, 415, 422, 503),
+            errors=(503,),
         ),
         Operation(
             "get",
@@ -80,7 +79,7 @@ def operations(settings: Settings) -> list[Operation]:
             "Items nearest to an item in latent space (cosine)",
             {200: ("Similar items", v.SimilarItems)},
             params=d.SimilarParams,
-            errors=(400, 404, 503),
+            errors=(404, 503),
         ),
     ]
     for kind, singular, params, stored in (
@@ -107,7 +106,7 @@ def operations(settings: Settings) -> list[Operation]:
                 {200: ("Features", stored)},
                 params=params,
                 guarded=kind == "users",
-                errors=(400, 404, 503),
+                errors=(404, 503),
                 description=reads,
             ),
             Operation(
@@ -118,7 +117,7 @@ def operations(settings: Settings) -> list[Operation]:
                 params=params,
                 body=v.FeaturesBody,
                 guarded=True,
-                errors=(400, 413, 415, 422, 503),
+                errors=(503,),
                 description=note.strip(),
             ),
             Operation(
@@ -128,7 +127,7 @@ def operations(settings: Settings) -> list[Operation]:
                 {204: ("Deleted", None)},
                 params=params,
                 guarded=True,
-                errors=(400, 404, 503),
+                errors=(404, 503),
                 description=note.strip(),
             ),
         ]
@@ -140,7 +139,7 @@ def operations(settings: Settings) -> list[Operation]:
             {202: ("Accepted", v.Accepted)},
             body=v.InteractionsBody,
             guarded=True,
-            errors=(413, 415, 422, 503),
+            errors=(503,),
         ),
         Operation(
             "get",
@@ -156,7 +155,7 @@ def operations(settings: Settings) -> list[Operation]:
             {200: ("Reloaded or current", v.Reload)},
             params=v.ReloadParams,
             guarded=True,
-            errors=(400, 429, 503),
+            errors=(429, 503),
             description="A forced reload reads the artifact and the whole catalog again "
             "(about 2 s for 9,000 items): each worker runs at most one per "
             f"{FORCED_RELOAD_INTERVAL:.0f} s and answers 429 with Retry-After otherwise.",
@@ -251,6 +250,10 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 responses[str(status)].update(_json(_ref(model.__name__)))
             responses[str(status)].update(op.extra)
         errors = set(op.errors) | ({401} if op.guarded and token else set())
+        if op.path.startswith("/v1/"):  # a bad or unknown query parameter
+            errors.add(400)
+        if op.body is not None:
+            errors |= {400, 413, 415, 422}
         for status in sorted(errors):
             responses[str(status)] = {"description": _ERRORS[status]}
             if status != 414:

@@ -48,6 +48,7 @@ __all__ = [
     "ItemFeaturesParams",
     "MAX_ID_LENGTH",
     "MAX_LIST",
+    "NoParams",
     "TIMESTAMP_MAX",
     "TIMESTAMP_MIN",
     "WEIGHT_MAX",
@@ -105,7 +106,7 @@ Features = Annotated[
 _SECONDS = Annotated[int, Meta(ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX)]
 _DATE_TIME = Annotated[dt.datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
 Timestamp = Annotated[
-    Union[_SECONDS, _DATE_TIME],  # noqa: UP007 (msgspec reads the Union at runtime)
+    _SECONDS | _DATE_TIME,
     Meta(
         description=f"unix seconds within {TIMESTAMP_MIN}..{TIMESTAMP_MAX} (years 1 to 9999), "
         "or an RFC 3339 date-time with its offset, such as 2024-05-01T12:00:00Z"
@@ -291,6 +292,10 @@ class Error(Struct):
 
 
 # -- path and query parameters (one Struct per operation) -------------------------------------
+
+
+class NoParams(Struct, forbid_unknown_fields=True):
+    """No query parameters (an unknown one is refused)."""
 
 
 class ReloadParams(Struct, forbid_unknown_fields=True):
