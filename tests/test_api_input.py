@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LONG = "x" * 257
 W = 1e39  # finite in float64, infinite in float32
@@ -341,3 +343,49 @@ class TestToken:
         api = token_api
         response = api.put("/v1/items/i5/features", data="not json", content_type="text/plain")
         _refused(response, 401)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_FIELDS = ["user_id", "features", "k", "exclude", "exclude_seen", "exact", "items",
+           "interactions", "item_id", "weight", "timestamp", "genre:1", ""]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(_FIELDS),
+        _JSON | st.lists(st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=4), max_size=2),
+        max_size=4,
+    )
+)
+def test_any_json_body_is_accepted_or_refused_with_a_one_line_message(body):
+    from hybridrec.serving import validation as v
+
+    data = json.dumps(body).encode()
+    for tp in (v.declarations(1000).RecommendationRequest, v.InteractionsBody, v.FeaturesBody):
+        try:
+            v.decode_body(tp, "application/json", data, 1 << 20)
+        except v.ApiError as exc:
+            assert exc.status in (400, 422) and exc.message and "\n" not in exc.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=st.dictionaries(st.sampled_from(["k", "exclude", "exclude_seen", "exact", "force",
+                                              "x"]), st.text(max_size=12), max_size=4),
+       path=st.text(max_size=300))  # fmt: skip
+def test_any_query_string_is_accepted_or_refused_with_a_400(query, path):
+    from hybridrec.serving import validation as v
+
+    d = v.declarations(1000)
+    for tp, names in ((d.UserRecommendationParams, {"user_id": path}),
+                      (d.SimilarParams, {"item_id": path}), (v.ReloadParams, {})):  # fmt: skip
+        try:
+            v.decode_params(tp, names, query)
+        except v.ApiError as exc:
+            assert exc.status == 400 and exc.message and "\n" not in exc.message
