@@ -122,7 +122,7 @@ def demo(
 
 def _train_and_publish(env: Env, epochs: int | None) -> str:
     from ..modelstore.registry import publish_model
-    from ..training.trainer import train_model
+    from ..training.trainer import data_summary, train_model
 
     store = env.feature_store
     interactions = store.read_interactions()
@@ -143,7 +143,10 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
         env.registry,
         result.model,
         result.metrics or {},
-        extra={"train_seconds": time.perf_counter() - t0},
+        extra={
+            "train_seconds": time.perf_counter() - t0,
+            "data": data_summary(interactions, interactions.attrs.get("last_id")),
+        },
     )
     metrics = (result.metrics or {}).get("segments", {}).get("all", {})
     summary = ", ".join(

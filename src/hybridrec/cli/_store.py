@@ -137,7 +137,17 @@ def models_promote(env: Env, version: str, force: bool) -> None:
     from ..modelstore.registry import promote_model
 
     generation = promote_model(env.model_store, env.registry, version, force=force)
+    _mark_if_data_unknown(env, version)
     click.echo(f"current model version: {version} (generation {generation})")
+
+
+def _mark_if_data_unknown(env: Env, version: str) -> None:
+    """A model that does not record its training data is judged by ``retrain`` only on
+    interactions logged after this moment (it was trained before)."""
+    from ..training.retrain import mark_unseen_from_now, trained_on
+
+    if not trained_on(env.model_store.manifest(version)):
+        mark_unseen_from_now(env.feature_store, env.registry, version)
 
 
 @models.command("rollback")
@@ -148,6 +158,7 @@ def models_rollback(env: Env) -> None:
 
     before = env.registry.current()
     version = rollback_model(env.model_store, env.registry)
+    _mark_if_data_unknown(env, version)
     click.echo(f"rolled back from {before} to {version}")
 
 

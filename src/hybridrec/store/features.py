@@ -431,6 +431,13 @@ class FeatureStore:
         return frame
 
     @_guard
+    def log_cursor(self) -> str:
+        """Cursor of the newest log entry (``"0-0"`` if none): what ``read_interactions``
+        would put in ``attrs["last_id"]`` now, without reading the log."""
+        last = self.client.xrevrange(self.log_key, "+", "-", count=1)
+        return _s(last[0][0]) if last else "0-0"
+
+    @_guard
     def log_length(self) -> int:
         """Entries in the interaction log (after capping)."""
         return int(self.client.xlen(self.log_key))

@@ -1,12 +1,14 @@
 """One retraining cycle, and the loop that runs it on a schedule.
 
 A cycle reads the interaction log and features from the store, holds out what the
-champion has not seen (the log entries appended after the ones it was trained on, or,
-for a champion trained from a file, the interactions newer than its newest timestamp;
-the newest ``holdout`` share when there is no champion), fits a challenger on the rest,
-evaluates challenger and champion on the same holdout, writes the challenger with a
-report (JSON + PNG), and publishes it only if it passes the quality gate. A refused
-challenger stays in the model store, marked ``refused`` in the registry.
+champion cannot have been trained on (the log entries appended after the ones it was
+trained on; for a champion trained from a file, the interactions newer than its newest
+timestamp; for a champion that records neither, the entries logged after retraining or
+``models promote`` first met it, and until there are enough of those the cycle is
+skipped; the newest ``holdout`` share when there is no champion), fits a challenger on
+the rest, evaluates challenger and champion on that same holdout, writes the challenger
+with a report (JSON + PNG), and publishes it only if it passes the quality gate. A
+refused challenger stays in the model store, marked ``refused`` in the registry.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from .gate import GateDecision, quality_gate
 from .split import time_holdout
 from .trainer import DEFAULT_PARAMS, data_summary, fit_model
 
-__all__ = ["CycleResult", "retrain_once", "run_loop", "parse_interval", "render_chart"]
+__all__ = [
+    "CycleResult",
+    "UNSEEN_AFTER",
+    "mark_unseen_from_now",
+    "parse_interval",
+    "render_chart",
+    "retrain_once",
+    "run_loop",
+    "trained_on",
+]
 
 log = logging.getLogger("hybridrec.retrain")
 
@@ -87,21 +98,50 @@ def render_chart(report: dict) -> bytes:
     return buf.getvalue()
 
 
-def _holdout(feature_store, interactions, seen_data: dict, holdout: float, log_last_id):
-    """``(older, newest, rule)``: what the champion has not seen, by the first rule that
-    applies: log entries after the last one it was trained on; interactions newer than its
-    newest timestamp; else the newest ``holdout`` share."""
-    since = seen_data.get("log_last_id")
-    if since and log_last_id:
+UNSEEN_AFTER = "unseen_after"
+"""Registry field of a model whose manifest does not say what it was trained on: the log
+cursor after which every entry is certainly unseen by it (recorded when it was promoted
+or first met by a retraining cycle; it had been trained by then)."""
+
+
+def trained_on(manifest: dict) -> dict:
+    """What a model's manifest records of its training data (``data_summary``), or ``{}``."""
+    data = (manifest.get("extra") or {}).get("data") or {}
+    known = data.get("log_last_id") or data.get("max_timestamp") is not None
+    return data if known else {}
+
+
+def mark_unseen_from_now(feature_store, registry, version: str, cursor: str | None = None) -> str:
+    """Record that log entries after ``cursor`` (default: the newest now) are unseen by
+    ``version``, a model that does not record its training data; keep an earlier mark.
+
+    Returns the cursor in force.
+    """
+    mark = (registry.info(version) or {}).get(UNSEEN_AFTER)
+    if mark:
+        return mark
+    cursor = cursor or feature_store.log_cursor()
+    registry.record(version, {UNSEEN_AFTER: cursor})
+    return cursor
+
+
+def _unseen_by_champion(feature_store, interactions, seen_data: dict, mark, log_last_id):
+    """``(older, newest, rule)`` with ``newest`` what the champion cannot have been trained
+    on, by the first rule that applies: log entries after the last one it was trained on;
+    interactions newer than its newest timestamp (trained from a file); log entries after
+    its registry mark. None when nothing is known (the caller marks it and skips)."""
+    since = seen_data.get("log_last_id") or mark
+    if since:
         newest = feature_store.read_interactions(since=since, until=log_last_id)
         older = interactions.iloc[: len(interactions) - len(newest)].reset_index(drop=True)
-        return older, newest, "log entries after the champion's data"
+        if seen_data.get("log_last_id"):
+            return older, newest, "log entries after the champion's data"
+        return older, newest, f"log entries after {mark}, when its training data was unknown"
     cutoff = seen_data.get("max_timestamp")
-    if cutoff is not None and "timestamp" in interactions:
+    if cutoff is not None:
         is_new = interactions["timestamp"].to_numpy() > cutoff
         return interactions[~is_new], interactions[is_new], "newer than the champion's data"
-    older, newest = time_holdout(interactions, holdout)
-    return older, newest, "newest share"
+    return None
 
 
 def retrain_once(
@@ -134,17 +174,33 @@ def retrain_once(
 
     champion_version = registry.current()
     champion = None
-    seen_data: dict = {}
-    if champion_version is not None:
+    if champion_version is None:
+        older, newest = time_holdout(interactions, holdout)
+        rule = f"newest {holdout:.0%}"
+    else:
+        # champion and challenger are judged on the same holdout, one the champion cannot
+        # have been trained on: never its own training data
         champion = model_store.load(champion_version, with_optimizer=warm_start)
-        seen_data = (champion.manifest_.get("extra") or {}).get("data") or {}
-    older, newest, rule = _holdout(feature_store, interactions, seen_data, holdout, log_last_id)
-    if champion is not None and rule != "newest share":
+        mark = (registry.info(champion_version) or {}).get(UNSEEN_AFTER)
+        split = _unseen_by_champion(
+            feature_store, interactions, trained_on(champion.manifest_), mark, log_last_id
+        )
+        if split is None:
+            cursor = mark_unseen_from_now(feature_store, registry, champion_version, log_last_id)
+            return _skip(
+                champion_version,
+                f"{champion_version} does not record what it was trained on: it will be "
+                f"judged only on interactions logged after entry {cursor} (none yet)",
+            )
+        older, newest, rule = split
         needed = max(min_interactions, int(min_new_share * len(interactions)))
         if len(newest) < needed:
-            reason = f"{len(newest)} new interactions since {champion_version}, need {needed}"
-            log.info("retrain: skipped, %s", reason)
-            return CycleResult("skipped", champion=champion_version, reasons=[reason])
+            return _skip(
+                champion_version,
+                f"{len(newest)} new interactions since {champion_version}, need {needed}",
+            )
+        if len(older) == 0:
+            return _skip(champion_version, "no interactions left to train a challenger on")
     merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
     merged.pop("random_state", None)
 
@@ -179,10 +235,7 @@ def retrain_once(
     report = {
         "started_at": started,
         "k": k,
-        "holdout": {
-            "interactions": len(newest),
-            "rule": rule if rule != "newest share" else f"newest {holdout:.0%}",
-        },
+        "holdout": {"interactions": len(newest), "rule": rule},
         "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
         "params": merged,
@@ -229,6 +282,11 @@ def retrain_once(
         "; " + "; ".join(decision.reasons) if decision.reasons else "",
     )
     return CycleResult(status, version, champion_version, decision.reasons, report)
+
+
+def _skip(champion_version: str, reason: str) -> CycleResult:
+    log.info("retrain: skipped, %s", reason)
+    return CycleResult("skipped", champion=champion_version, reasons=[reason])
 
 
 def run_loop(
