@@ -5,7 +5,8 @@ write to a store afterwards: a file is either accepted as a whole or refused wit
 :class:`InputError` that names the file, the problem, the row and what to do.
 
 Formats (chosen by extension: ``.csv``, ``.csv.gz``, ``.parquet``, ``.pq``), long format,
-one row per pair, extra columns ignored:
+one row per pair, extra columns (named in the header) ignored, a row with more fields than
+the header refused:
 
 - interactions: ``user_id,item_id[,weight][,timestamp]``
 - features: ``id,feature[,weight]``
@@ -21,10 +22,12 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import os
 import re
+import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -296,26 +299,30 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
             path, f"contains a NUL character (line {line})", "the file must be UTF-8 text"
         )
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            index_col=False,
-            usecols=lambda c: str(c).strip() in wanted,
-            skip_blank_lines=True,
-            engine="c",
-        )
+        with warnings.catch_warnings():
+            # a first data row longer than the header is only a warning: refuse it too
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                index_col=False,
+                skip_blank_lines=True,
+                engine="c",
+            )  # no usecols: with it pandas silently drops fields beyond the header's
     except pd.errors.EmptyDataError:
         raise InputError(
             path, "is empty", "a header line and at least one data row are needed"
         ) from None
-    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as exc:
+        _refuse_long_rows(path, text)
         raise InputError(
             path, f"is not a well-formed CSV file ({exc})", "check quoting and field counts"
         ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    frame = frame[[c for c in frame.columns if c in wanted]].reset_index(drop=True)
     try:
         header = next(csv.reader(io.StringIO(text)), [])  # to name all columns in errors
     except csv.Error:  # e.g. a stray CR inside the header: name the columns pandas saw
@@ -323,19 +330,40 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
     return _Raw(path, frame, text, [h.strip() for h in header])
 
 
-def _csv_record_lines(text: str) -> list[int]:
-    """Line (1-based) where each data record starts, skipping blank lines like pandas."""
-    lines: list[int] = []
+def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line, fields)`` of the header and every data record (line 1-based, where the
+    record starts), skipping blank lines like pandas; stops at a csv.Error."""
     reader = csv.reader(io.StringIO(text, newline=""))
     end = 0
     try:
         for i, record in enumerate(reader):
             start, end = end + 1, reader.line_num
-            if i > 0 and not (not record or (len(record) == 1 and not record[0].strip())):
-                lines.append(start)
+            if i == 0 or not (not record or (len(record) == 1 and not record[0].strip())):
+                yield start, record
     except csv.Error:
-        pass  # best effort: rows after the problem get no line number
-    return lines
+        pass  # best effort: rows after the problem are not seen
+
+
+def _csv_record_lines(text: str) -> list[int]:
+    """Line (1-based) where each data record starts."""
+    return [line for line, _ in itertools.islice(_csv_records(text), 1, None)]
+
+
+def _refuse_long_rows(path: object, text: str) -> None:
+    """Raise an InputError naming the first data row with more fields than the header."""
+    records = _csv_records(text)
+    _, header = next(records, (0, []))
+    for row, (line, fields) in enumerate(records, 1):
+        if len(fields) > len(header):
+            raise InputError(
+                path,
+                f"has {len(fields)} fields but the header has {len(header)} "
+                f"({', '.join(h.strip() for h in header)})",
+                "remove the extra fields, quote values that contain commas, or name every "
+                "column in the header",
+                row=row,
+                line=line,
+            )
 
 
 def _read_parquet(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
