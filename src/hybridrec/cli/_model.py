@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -191,13 +192,18 @@ def train(
         err=True,
     )
     bars: dict[str, tqdm] = {}
+    every = max(1, math.ceil(n_epochs / 10))
 
     def progress(stage: str, epoch: int, seconds: float) -> None:
+        label = "holdout fit" if stage == "holdout" else "final fit"
+        if not sys.stderr.isatty():  # a log file: a few plain lines, no carriage returns
+            if (epoch + 1) % every == 0 or epoch + 1 == n_epochs:
+                click.echo(f"{label}: epoch {epoch + 1}/{n_epochs}, {seconds:.2f} s", err=True)
+            return
         bar = bars.get(stage)
         if bar is None:
             for other in bars.values():
                 other.close()
-            label = "holdout fit" if stage == "holdout" else "final fit"
             bar = bars[stage] = tqdm(
                 total=n_epochs,
                 desc=label,
@@ -250,30 +256,18 @@ def train(
 
 
 def _plot(result: dict, path: str) -> None:
+    from ..training.charts import metrics_chart
+
+    png = metrics_chart(
+        [("model", result["segments"]), ("popularity", result["baseline"])],
+        ("precision", "recall", "ndcg", "auc"),
+        result["k"],
+        f"model {result.get('model_version')} vs popularity",
+    )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HybridrecError("plotting needs matplotlib: pip install 'hybridrec[plot]'") from None
-    from ..training.evaluation import SEGMENTS
-
-    metrics = ("precision", "recall", "ndcg", "auc")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
-    for ax, metric in zip(axes, metrics):
-        xs = range(len(SEGMENTS))
-        model_vals = [result["segments"][s][metric] for s in SEGMENTS]
-        base_vals = [result["baseline"][s][metric] for s in SEGMENTS]
-        ax.bar([x - 0.2 for x in xs], model_vals, 0.4, label="model")
-        ax.bar([x + 0.2 for x in xs], base_vals, 0.4, label="popularity")
-        ax.set_xticks(list(xs), [s.replace("_", "\n") for s in SEGMENTS])
-        ax.set_title(f"{metric}@{result['k']}" if metric != "auc" else "AUC")
-    axes[0].legend()
-    fig.suptitle(f"model {result.get('model_version')} vs popularity baseline")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        Path(path).write_bytes(png)
+    except OSError as exc:
+        raise HybridrecError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @main.command()

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import HybridrecError
-from .evaluation import SEGMENTS, evaluate, json_safe
+from .charts import metrics_chart
+from .evaluation import evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
 from .trainer import DEFAULT_PARAMS, data_summary, fit_model
@@ -63,39 +64,18 @@ def parse_interval(text: str) -> float:
 
 
 def render_chart(report: dict) -> bytes:
-    """PNG bytes: precision@k and AUC by segment for champion, challenger and baseline."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    series = [("challenger", report["challenger"]["metrics"])]
+    """PNG bytes: precision@k and AUC by segment for champion, challenger and popularity,
+    all measured on the cycle's holdout."""
+    challenger = report["challenger"]["metrics"]
+    series = [("challenger", challenger["segments"])]
     if report.get("champion"):
-        series.insert(0, ("champion", report["champion"]["metrics"]))
-    for ax, metric in zip(axes, ("precision", "auc")):
-        width = 0.8 / (len(series) + 1)
-        for n, (label, metrics) in enumerate(series):
-            vals = [metrics["segments"][s][metric] or 0.0 for s in SEGMENTS]
-            ax.bar([x + n * width for x in range(len(SEGMENTS))], vals, width, label=label)
-        base = [series[-1][1]["baseline"][s][metric] or 0.0 for s in SEGMENTS]
-        ax.bar(
-            [x + len(series) * width for x in range(len(SEGMENTS))], base, width, label="popularity"
-        )
-        ax.set_xticks(
-            [x + width * len(series) / 2 for x in range(len(SEGMENTS))],
-            [s.replace("_", "\n") for s in SEGMENTS],
-        )
-        ax.set_title("AUC" if metric == "auc" else f"precision@{report['k']}")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"cycle {report['started_at']}: {report['decision']['status']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+        series.insert(0, ("champion", report["champion"]["metrics"]["segments"]))
+    series.append(("popularity", challenger["baseline"]))
+    holdout = report.get("holdout") or {}
+    title = f"cycle {report['started_at']}: {report['decision']['status']}"
+    if holdout:
+        title += f"\nholdout: {holdout['rule']}, {holdout['interactions']:,} interactions"
+    return metrics_chart(series, ("precision", "auc"), report["k"], title)
 
 
 UNSEEN_AFTER = "unseen_after"
@@ -260,10 +240,7 @@ def retrain_once(
     report["challenger"]["version"] = version
     report["seconds"] = round(time.perf_counter() - t0, 3)
     model_store.write_report(version, "report.json", json.dumps(report, indent=2).encode())
-    try:
-        model_store.write_report(version, "report.png", render_chart(report))
-    except ImportError:
-        log.warning("retrain: matplotlib is missing, no chart (pip install 'hybridrec[plot]')")
+    model_store.write_report(version, "report.png", render_chart(report))
     info = {
         "status": status,
         "metrics": report["challenger"]["metrics"],
