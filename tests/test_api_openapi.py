@@ -69,7 +69,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(fuzz_app):
 
 
 def test_the_document_is_valid_openapi():
-    assert len(LABELS) == len(_spec_routes(DOC)) == 16
+    assert len(LABELS) == len(_spec_routes(DOC)) == 18
 
 
 def test_the_document_lists_the_token_only_when_one_is_set():
@@ -87,6 +87,7 @@ def test_the_document_lists_the_token_only_when_one_is_set():
         ("/v1/users/{user_id}/features", "delete"),
         ("/v1/items/{item_id}/features", "put"),
         ("/v1/items/{item_id}/features", "delete"),
+        ("/v1/items/{item_id}/metadata", "put"),
         ("/v1/interactions", "post"),
         ("/v1/admin/reload", "post"),
     }

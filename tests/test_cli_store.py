@@ -116,7 +116,7 @@ def test_models_list_promote_rollback(run, settings, redis_client):
     models.write(model, version="v4")  # an artifact the registry never recorded
 
     out = run("models", "list").output.splitlines()
-    assert out[0].split() == ["VERSION", "STATUS", "CREATED", "METRICS"]
+    assert out[0].split() == ["VERSION", "STATUS", "CREATED", "METRICS", "(HOLDOUT)"]
     assert out[2].startswith("* v2") and "p@10=0.2500 ndcg=0.5000 auc=0.9000" in out[2]
     assert "refused" in out[3] and out[4].split()[:2] == ["v4", "unregistered"]
 

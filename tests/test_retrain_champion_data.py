@@ -12,6 +12,8 @@ Everything runs against a real Redis (the ``settings`` fixture).
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -62,6 +64,12 @@ def _eleven_new(env) -> pd.DataFrame:
     return new
 
 
+def _later(n: int) -> pd.DataFrame:
+    """``n`` interactions that happen after the fixture's (newer timestamps)."""
+    later = make_synthetic(n_users=160, n_items=80, seed=6).interactions.iloc[:n]
+    return later.assign(timestamp=later["timestamp"] + 10**6)
+
+
 def _publish_by(how: str, env, cli) -> str:
     """Publish a first model the way a user would with ``how``; return its version."""
     if how == "train --publish":
@@ -109,7 +117,7 @@ def test_a_champion_without_a_data_record_is_judged_only_on_later_interactions(e
     assert "does not record what it was trained on" in first.reasons[0], first.reasons
     assert env.model_store.versions() == [version]  # nothing trained, nothing judged
 
-    later = make_synthetic(n_users=160, n_items=80, seed=6).interactions.iloc[:300]
+    later = _later(300)
     env.feature_store.add_interactions(later)
     second = retrain_once(
         env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
@@ -118,6 +126,7 @@ def test_a_champion_without_a_data_record_is_judged_only_on_later_interactions(e
     holdout = second.report["holdout"]
     assert holdout["interactions"] == len(later)  # exactly what arrived after it was seen
     assert holdout["rule"].startswith("log entries after ")
+    assert holdout["rule"].endswith("when its training data was unknown")
     assert second.report["champion"]["version"] == version
 
 
@@ -133,6 +142,34 @@ def test_a_file_without_timestamps_does_not_count_as_old_data(env, cli, tmp_path
     result = retrain_once(env.feature_store, env.model_store, env.registry, params=SMALL)
     assert result.status == "skipped", result.report.get("holdout")
     assert "does not record what it was trained on" in result.reasons[0]
+
+
+def test_a_restored_log_is_not_taken_for_new_data(env, cli, tmp_path):
+    """A log rebuilt from a backup has new entry ids: only timestamps tell old from new."""
+    version = _publish_by("train --publish", env, cli)
+    cli("interactions", "export", str(tmp_path / "log.parquet"))
+    env.redis.delete(env.feature_store.log_key)
+    cli("interactions", "load", str(tmp_path / "log.parquet"))  # every entry id is new
+    result = retrain_once(env.feature_store, env.model_store, env.registry, params=SMALL)
+    assert result.status == "skipped", result.report.get("holdout")
+    assert result.reasons[0].startswith(f"0 new interactions since {version}")
+
+
+def test_a_file_without_timestamps_is_logged_as_now(env, cli, tmp_path):
+    """Its rows were logged with timestamps 0..n-1, older than anything: a time split put
+    the newest data first, and the champion's newest timestamp hid it."""
+    version = _publish_by("train --publish", env, cli)
+    path = tmp_path / "new.csv"
+    write_interactions(_later(300)[["user_id", "item_id"]], path)
+    before = int(time.time())
+    cli("interactions", "load", str(path))
+    logged = env.feature_store.read_interactions().iloc[-300:]
+    assert (logged["timestamp"] >= before).all()
+    result = retrain_once(
+        env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
+    )
+    assert result.report["holdout"]["interactions"] == 300, result.reasons
+    assert result.report["champion"]["version"] == version
 
 
 @pytest.mark.slow
@@ -154,10 +191,29 @@ def test_promoting_a_model_without_a_data_record_marks_where_its_unseen_data_sta
     model = fit_model(env.feature_store.read_interactions(), None, None, SMALL, seed=0)
     version = env.model_store.write(model)["version"]  # an artifact that records nothing
     cli("models", "promote", version)
-    later = make_synthetic(n_users=160, n_items=80, seed=6).interactions.iloc[:300]
+    later = _later(300)
     env.feature_store.add_interactions(later)
     result = retrain_once(
         env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
     )
     assert result.status == "published", result.reasons  # no cycle lost to marking
     assert result.report["holdout"]["interactions"] == len(later)
+
+
+def test_models_list_says_what_each_version_was_measured_on(env, cli):
+    """Issue 10 item 11: metrics on different holdouts were listed side by side unlabelled."""
+    first = _publish_by("train --publish", env, cli)
+    env.feature_store.add_interactions(_later(300))
+    second = retrain_once(
+        env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
+    )
+    lines = cli("models", "list").output.splitlines()
+    assert lines[0].endswith("METRICS (HOLDOUT)")
+    (row1,) = [line for line in lines if first in line]
+    (row2,) = [line for line in lines if second.version in line]
+    n = len(env.data.interactions)
+    assert row1.endswith(f"on newest 10%, {n - int(n * 0.9):,} interactions"), row1
+    assert row2.endswith(
+        "on log entries after the champion's data, newer than its newest, 300 interactions"
+    ), row2
+    assert lines[-1].startswith("metrics measured on different holdouts are not comparable")

@@ -360,12 +360,17 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         exclude=list(exclude) + ([] if include_seen else sorted(seen)),
         history=seen,
     )
+    from ..serving.answers import SCORE_TYPES, add_metadata, score_type
+
+    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    add_metadata(items, env.feature_store.metadata_of)
     body = {
         "user_id": user_id,
         "model_version": snap.version,
         "strategy": rec.strategy,
+        "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "items": items,
         "unscorable": rec.unscorable,
         "degraded": False,
     }
@@ -373,8 +378,15 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         click.echo(json.dumps(body))
         return
     click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {snap.version})")
-    for rank, item in enumerate(body["items"], 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    click.echo(f"score: {body['score_type']}, {SCORE_TYPES[body['score_type']]}")
+    _print_items(items)
+
+
+def _print_items(items: list[dict]) -> None:
+    """Rank, id, score and title (when the item has one), one line each."""
+    for rank, item in enumerate(items, 1):
+        title = f"  {item['title']}" if item.get("title") else ""
+        click.echo(f"{rank:>4}  {item['item_id']:<12} {item['score']:>10.4f}{title}")
 
 
 @main.command()
@@ -385,6 +397,7 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
 @click.pass_obj
 def similar(env: Env, item_id, k, version, as_json):
     """Items nearest to ITEM_ID in the model's latent space (cosine)."""
+    from ..serving.answers import add_metadata, presented
     from ..serving.snapshot import UnknownItem
 
     snap = _snapshot(env, *_load_model(env, version))
@@ -395,11 +408,20 @@ def similar(env: Env, item_id, k, version, as_json):
             f"item {item_id!r} is neither in model {snap.version} nor scorable from its "
             "features in the store"
         ) from None
+    (own,) = add_metadata(items, env.feature_store.metadata_of, [item_id])
+    body = {
+        "item_id": item_id,
+        **presented(own),
+        "model_version": snap.version,
+        "score_type": "cosine",
+        "items": items,
+    }
     if as_json:
-        click.echo(json.dumps({"item_id": item_id, "model_version": snap.version, "items": items}))
+        click.echo(json.dumps(body))
         return
-    for rank, item in enumerate(items, 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    title = f" ({body['title']})" if body.get("title") else ""
+    click.echo(f"items like {item_id}{title}, by cosine of latent vectors (model {snap.version})")
+    _print_items(items)
 
 
 @main.command()

@@ -217,24 +217,27 @@ class _Raw:
         return self._lines[index] if index < len(self._lines) else None
 
 
-def _read_table(path: object, required: tuple[str, ...], optional: tuple[str, ...]) -> _Raw:
+def _read_table(
+    path: object, required: tuple[str, ...], optional: tuple[str, ...], keep_all: bool = False
+) -> _Raw:
+    """The file's ``required`` and ``optional`` columns (every column with ``keep_all``)."""
     kind = _file_kind(path)
     p = Path(os.fspath(path))  # type: ignore[arg-type]
     if not p.exists():
         raise InputError(path, "file not found", "check the path")
     if p.is_dir():
         raise InputError(path, "is a directory, not a file", "give the path of a file")
-    wanted = required + optional
+    wanted = None if keep_all else required + optional
     if kind == "csv":
         raw = _read_csv(path, p, wanted)
     else:
         raw = _read_parquet(path, p, wanted)
-    _check_columns(raw, kind, required, optional)
+    _check_columns(raw, kind, required, optional, keep_all)
     return raw
 
 
 def _check_columns(
-    raw: _Raw, kind: str, required: tuple[str, ...], optional: tuple[str, ...]
+    raw: _Raw, kind: str, required: tuple[str, ...], optional: tuple[str, ...], keep_all=False
 ) -> None:
     wanted = required + optional
     missing = [c for c in required if c not in raw.frame.columns]
@@ -251,7 +254,8 @@ def _check_columns(
     if raw.frame.empty:
         problem = "has no data rows" if kind == "frame" else "has a header but no data rows"
         raise raw.error(None, problem, "add at least one row")
-    raw.frame = raw.frame[[c for c in wanted if c in raw.frame.columns]]
+    if not keep_all:
+        raw.frame = raw.frame[[c for c in wanted if c in raw.frame.columns]]
 
 
 def _file_kind(path: object) -> str:
@@ -267,7 +271,8 @@ def _file_kind(path: object) -> str:
     )
 
 
-def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
+def _read_csv(path: object, p: Path, wanted: tuple[str, ...] | None) -> _Raw:
+    """The columns in ``wanted`` (all when None) of a CSV file, as str."""
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -322,7 +327,8 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
         ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.loc[:, ~frame.columns.duplicated()]
-    frame = frame[[c for c in frame.columns if c in wanted]].reset_index(drop=True)
+    frame = frame[[c for c in frame.columns if wanted is None or c in wanted]]
+    frame = frame.reset_index(drop=True)
     try:
         header = next(csv.reader(io.StringIO(text)), [])  # to name all columns in errors
     except csv.Error:  # e.g. a stray CR inside the header: name the columns pandas saw
@@ -366,12 +372,12 @@ def _refuse_long_rows(path: object, text: str) -> None:
             )
 
 
-def _read_parquet(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
+def _read_parquet(path: object, p: Path, wanted: tuple[str, ...] | None) -> _Raw:
     if p.stat().st_size == 0:
         raise InputError(path, "is empty", "write a Parquet file with data rows")
     try:
         found = pq.read_schema(p).names
-        names = [n for n in found if n in wanted]
+        names = [n for n in found if wanted is None or n in wanted]
         if not names:  # nothing to read; the column check names what was found
             return _Raw(path, pd.DataFrame(), found=found)
         table = pq.read_table(p, columns=names)
@@ -391,8 +397,10 @@ def _raw_from_table(
     return raw
 
 
-def _frame_from_table(path: object, table: pa.Table, wanted: tuple[str, ...]) -> pd.DataFrame:
-    names = [n for n in table.column_names if n in wanted]
+def _frame_from_table(
+    path: object, table: pa.Table, wanted: tuple[str, ...] | None
+) -> pd.DataFrame:
+    names = [n for n in table.column_names if wanted is None or n in wanted]
     columns = {name: _parquet_column(path, name, table.column(name)) for name in names}
     return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
 

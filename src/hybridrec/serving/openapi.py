@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Settings
+from ..store.metadata import MAX_FIELDS, MAX_VALUE_LENGTH
 from .validation import MAX_ID_LENGTH, MAX_LIST
 
 __all__ = ["openapi_document"]
@@ -126,6 +127,20 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             )
         },
         **features_ops,
+        "/v1/items/{item_id}/metadata": {
+            "parameters": [_path_id("item_id")],
+            "get": _op(
+                "What a person reads about an item (title, ...); never used for scoring",
+                {"200": {"description": "Metadata", **_json(_ref("StoredMetadata"))}},
+            ),
+            "put": _op(
+                "Replace the metadata of an item ({} removes it); recommendations and "
+                "similar items carry it from the next request",
+                {"200": {"description": "Stored", **_json(_ref("StoredMetadata"))}},
+                requestBody={"required": True, **_json(_ref("MetadataBody"))},
+                security=guarded,
+            ),
+        },
         "/v1/interactions": {
             "post": _op(
                 "Append interactions to the log and the users' seen items",
@@ -189,10 +204,28 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH},
         "additionalProperties": weight,
     }
+    metadata = {
+        "type": "object",
+        "maxProperties": MAX_FIELDS,
+        "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"},
+        "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_LENGTH},
+    }
     scored = {
         "type": "object",
         "required": ["item_id", "score"],
-        "properties": {"item_id": _ref("Id"), "score": {"type": "number"}},
+        "properties": {
+            "item_id": _ref("Id"),
+            "score": {"type": "number", "description": "its meaning: the answer's score_type"},
+            "title": {"type": "string", "description": "the item's metadata title, if any"},
+            "metadata": {**metadata, "description": "the item's other metadata, if any"},
+        },
+    }
+    score_types = {
+        "type": "string",
+        "enum": ["model", "fold_in", "popularity"],
+        "description": "model: q_u.q_i + b_u + b_i (a ranking score, not a probability); "
+        "fold_in: q_u.q_i + b_i with q_u from the user's items; popularity: the item's "
+        "training interactions (weights summed)",
     }
     schemas = {
         "Id": _ID,
@@ -235,6 +268,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "user_id": {"type": ["string", "null"]},
                 "model_version": {"type": "string"},
                 "strategy": {"type": "string", "enum": ["personalized", "baseline"]},
+                "score_type": score_types,
                 "user_case": {
                     "type": "string",
                     "enum": ["known_with_features", "known", "new_with_features", "unknown"],
@@ -253,9 +287,27 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
             "required": ["item_id", "model_version", "items"],
             "properties": {
                 "item_id": {"type": "string"},
+                "title": {"type": "string"},
+                "metadata": metadata,
                 "model_version": {"type": "string"},
+                "score_type": {
+                    "type": "string",
+                    "enum": ["cosine"],
+                    "description": "cosine of the latent vectors, -1..1",
+                },
                 "items": {"type": "array", "items": scored},
             },
+        },
+        "MetadataBody": {
+            "type": "object",
+            "required": ["metadata"],
+            "additionalProperties": False,
+            "properties": {"metadata": metadata},
+        },
+        "StoredMetadata": {
+            "type": "object",
+            "required": ["item_id", "metadata"],
+            "properties": {"item_id": {"type": "string"}, "metadata": metadata},
         },
         "FeaturesBody": {
             "type": "object",

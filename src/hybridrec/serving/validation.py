@@ -31,6 +31,7 @@ __all__ = [
     "parse_id_list",
     "parse_interactions",
     "parse_json",
+    "parse_metadata_body",
     "parse_k",
     "parse_features_body",
     "parse_recommend_body",
@@ -207,6 +208,19 @@ def parse_features_body(body: Mapping[str, Any]) -> dict[str, float]:
     if "features" not in body:
         raise _body_error('the body needs "features": {name: weight}')
     return parse_features(body["features"])
+
+
+def parse_metadata_body(body: Mapping[str, Any]) -> dict[str, str]:
+    """The ``metadata`` of a PUT body ``{"metadata": {field: text}}`` (``{}`` removes it)."""
+    from ..store.metadata import check_metadata
+
+    _only(body, ("metadata",))
+    if "metadata" not in body:
+        raise _body_error('the body needs "metadata": {field: text}, e.g. {"title": "..."}')
+    try:
+        return check_metadata(body["metadata"])
+    except ValueError as exc:
+        raise _body_error(str(exc)) from None
 
 
 def _id_list(value: object, what: str) -> list[str]:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import HybridrecError
 from .charts import metrics_chart
 from .evaluation import evaluate, json_safe
@@ -107,21 +109,29 @@ def mark_unseen_from_now(feature_store, registry, version: str, cursor: str | No
 
 def _unseen_by_champion(feature_store, interactions, seen_data: dict, mark, log_last_id):
     """``(older, newest, rule)`` with ``newest`` what the champion cannot have been trained
-    on, by the first rule that applies: log entries after the last one it was trained on;
-    interactions newer than its newest timestamp (trained from a file); log entries after
-    its registry mark. None when nothing is known (the caller marks it and skips)."""
+    on: the log entries after the last one it read (or after its registry mark), and of
+    those, when its newest timestamp is known, only the newer ones (a log rebuilt from a
+    backup has new entry ids but the old timestamps). None when nothing is known (the
+    caller marks it and skips)."""
     since = seen_data.get("log_last_id") or mark
-    if since:
-        newest = feature_store.read_interactions(since=since, until=log_last_id)
-        older = interactions.iloc[: len(interactions) - len(newest)].reset_index(drop=True)
-        if seen_data.get("log_last_id"):
-            return older, newest, "log entries after the champion's data"
-        return older, newest, f"log entries after {mark}, when its training data was unknown"
     cutoff = seen_data.get("max_timestamp")
+    if not since and cutoff is None:
+        return None
+    unseen = np.ones(len(interactions), dtype=bool)
+    rules = []
+    if since:
+        after = len(feature_store.read_interactions(since=since, until=log_last_id))
+        unseen[: len(interactions) - after] = False  # the log is read oldest first
+        rules.append(
+            "log entries after the champion's data"
+            if seen_data.get("log_last_id")
+            else f"log entries after {mark}, when its training data was unknown"
+        )
     if cutoff is not None:
-        is_new = interactions["timestamp"].to_numpy() > cutoff
-        return interactions[~is_new], interactions[is_new], "newer than the champion's data"
-    return None
+        unseen &= interactions["timestamp"].to_numpy() > cutoff
+        rules.append("newer than its newest" if rules else "newer than the champion's data")
+    older = interactions[~unseen].reset_index(drop=True)
+    return older, interactions[unseen].reset_index(drop=True), ", ".join(rules)
 
 
 def retrain_once(
@@ -209,13 +219,17 @@ def retrain_once(
         if champion is not None
         else None
     )
+    measured_on = {"rule": rule, "interactions": len(newest)}
+    for metrics in (challenger_metrics, champion_metrics):
+        if metrics is not None:
+            metrics["holdout"] = measured_on  # shown by 'models list' beside the numbers
     decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
     final = challenger_on(interactions)
     status = "published" if decision.passed else "refused"
     report = {
         "started_at": started,
         "k": k,
-        "holdout": {"interactions": len(newest), "rule": rule},
+        "holdout": measured_on,
         "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
         "params": merged,
