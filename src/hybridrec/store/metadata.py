@@ -56,6 +56,8 @@ def check_metadata(metadata: Mapping[Any, Any]) -> dict[str, str]:
             name.encode("utf-8"), value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"metadata field {name!r} is not valid Unicode") from None
+        if "\x00" in name or "\x00" in value:  # no file format could carry it back
+            raise ValueError(f"metadata field {name!r} contains a NUL character")
         out[name] = value
     return out
 
