@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from hybridrec.cli import main
 from hybridrec.cli._env import Env
 from hybridrec.config import Settings
 
+from .conftest import cli_for
 from .synthetic import long_features, make_synthetic
-
-
-def _runner(settings: Settings):
-    def run(*args: str, code: int = 0):
-        env = {
-            "HYBRIDREC_KEY_PREFIX": settings.key_prefix,
-            "HYBRIDREC_REDIS_URL": settings.redis_url,
-        }
-        result = CliRunner().invoke(
-            main, ["--model-store", settings.model_store, *args], env=env, catch_exceptions=False
-        )
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return run
 
 
 def _snapshot_of(settings: Settings) -> dict:
@@ -51,7 +35,7 @@ def _snapshot_of(settings: Settings) -> dict:
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_export_then_load_into_an_empty_store_gives_the_same_data(settings, tmp_path, suffix):
-    source = _runner(settings)
+    source = cli_for(settings)
     data = make_synthetic(n_users=50, n_items=30, seed=4)
     env = Env(settings)
     env.feature_store.load_features("users", long_features(data.user_features))
@@ -81,7 +65,7 @@ def test_export_then_load_into_an_empty_store_gives_the_same_data(settings, tmp_
         data_dir=settings.data_dir,
         model_store=settings.model_store,
     )
-    restore = _runner(target)
+    restore = cli_for(target)
     restore("features", "load", "users", str(files["users"]))
     restore("features", "load", "items", str(files["items"]))
     restore("interactions", "load", str(files["log"]))
@@ -96,7 +80,7 @@ def test_export_then_load_into_an_empty_store_gives_the_same_data(settings, tmp_
 
 
 def test_exporting_an_empty_store_says_so(settings, tmp_path):
-    run = _runner(settings)
+    run = cli_for(settings)
     out = run("interactions", "export", str(tmp_path / "x.csv"), code=1)
     assert "the interaction log is empty" in out
     assert "no users with features" in run(

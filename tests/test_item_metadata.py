@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybridrec.cli import main
 from hybridrec.io import InputError, read_metadata, write_metadata
 from hybridrec.store.features import FeatureStore
+
+from .conftest import cli_for
 
 TOKEN = "s3cret"
 
@@ -172,15 +172,7 @@ def test_bad_metadata_bodies_are_422(shared_serving_world, body, problem):
 
 
 def test_cli_loads_exports_and_shows_titles(serving_world, tmp_path):
-    settings = serving_world.settings
-    env = {"HYBRIDREC_KEY_PREFIX": settings.key_prefix, "HYBRIDREC_REDIS_URL": settings.redis_url}
-
-    def run(*args):
-        result = CliRunner().invoke(
-            main, ["--model-store", settings.model_store, *args], env=env, catch_exceptions=False
-        )
-        assert result.exit_code == 0, result.output
-        return result.output
+    run = cli_for(serving_world.settings)
 
     items = list(serving_world.model.item_space_.entities.external)
     path = tmp_path / "titles.csv"

@@ -16,9 +16,7 @@ import time
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from hybridrec.cli import main
 from hybridrec.cli._env import Env
 from hybridrec.io.files import write_interactions
 from hybridrec.training.retrain import retrain_once
@@ -40,22 +38,6 @@ def env(settings):
     e.close()
 
 
-@pytest.fixture
-def cli(settings):
-    def invoke(*args: str):
-        env = {
-            "HYBRIDREC_KEY_PREFIX": settings.key_prefix,
-            "HYBRIDREC_REDIS_URL": settings.redis_url,
-        }
-        result = CliRunner().invoke(
-            main, ["--model-store", settings.model_store, *args], env=env, catch_exceptions=False
-        )
-        assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
-
-
 def _eleven_new(env) -> pd.DataFrame:
     new = pd.DataFrame(
         {"user_id": [f"u{n}" for n in range(11)], "item_id": "i3", "weight": 1.0}
@@ -73,7 +55,7 @@ def _later(n: int) -> pd.DataFrame:
 def _publish_by(how: str, env, cli) -> str:
     """Publish a first model the way a user would with ``how``; return its version."""
     if how == "train --publish":
-        return cli("train", "--components", "8", "--epochs", "5", "--publish").output.split()[-1]
+        return cli("train", "--components", "8", "--epochs", "5", "--publish").split()[-1]
     if how == "demo":
         from hybridrec.cli._serve import _train_and_publish
 
@@ -83,7 +65,7 @@ def _publish_by(how: str, env, cli) -> str:
             env.feature_store, env.model_store, env.registry, params=SMALL, seed=0
         ).version
     if how == "models promote":
-        version = cli("train", "--components", "8", "--epochs", "5").output.split()[-1]
+        version = cli("train", "--components", "8", "--epochs", "5").split()[-1]
         cli("models", "promote", version)
         return version
     raise AssertionError(how)
@@ -181,8 +163,8 @@ def test_retrain_right_after_the_demo_skips(cli, settings, tmp_path):
     path.write_text("user_id,item_id\n" + "".join(f"u{n},1\n" for n in range(11)))
     cli("interactions", "load", str(path))
     result = cli("retrain")
-    assert result.output.startswith("skipped: "), result.output
-    assert "11 new interactions since" in result.output
+    assert result.startswith("skipped: "), result
+    assert "11 new interactions since" in result
 
 
 def test_promoting_a_model_without_a_data_record_marks_where_its_unseen_data_starts(env, cli):
@@ -207,7 +189,7 @@ def test_models_list_says_what_each_version_was_measured_on(env, cli):
     second = retrain_once(
         env.feature_store, env.model_store, env.registry, params=SMALL, tolerance=1.0
     )
-    lines = cli("models", "list").output.splitlines()
+    lines = cli("models", "list").splitlines()
     assert lines[0].endswith("METRICS (HOLDOUT)")
     (row1,) = [line for line in lines if first in line]
     (row2,) = [line for line in lines if second.version in line]
