@@ -207,8 +207,16 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     metadata = {
         "type": "object",
         "maxProperties": MAX_FIELDS,
-        "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"},
-        "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_LENGTH},
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_ID_LENGTH,
+            "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",  # not blank, no NUL
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_VALUE_LENGTH,
+            "pattern": r"^[^\u0000]*$",
+        },
     }
     scored = {
         "type": "object",
