@@ -83,7 +83,8 @@ def test_poison_rows_in_the_log_are_skipped_counted_and_reported(run, store, tmp
     assert manifest["extra"]["data"]["interactions"] == len(data.interactions)
     assert manifest["extra"]["throughput"]["interactions_per_second"] > 0
     # the retraining cycle goes on too, and its report says what it skipped
-    store.add_interactions(data.interactions.head(40).assign(item_id="i0"))
+    newer = int(data.interactions["timestamp"].max()) + 1  # unseen by the champion
+    store.add_interactions(data.interactions.head(40).assign(item_id="i0", timestamp=newer))
     store.client.xadd(store.log_key, POISON[0])
     cycle = run("retrain", "--json", "--threads", "1")
     assert cycle.exit_code == 0, cycle.output

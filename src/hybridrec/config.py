@@ -59,6 +59,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
+        """Settings from ``HYBRIDREC_*`` variables, then ``overrides`` that are not None.
+
+        A malformed ``redis_url`` raises :class:`~hybridrec.errors.StoreUnavailable` (one
+        line, the password hidden).
+        """
         env = os.environ
         base = cls(
             redis_url=env.get("HYBRIDREC_REDIS_URL") or None,
@@ -77,4 +82,9 @@ class Settings:
             log_retention=env.get("HYBRIDREC_LOG_RETENTION") or cls.log_retention,
             eval_users=_int("HYBRIDREC_EVAL_USERS", cls.eval_users),
         )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.redis_url is not None:  # refuse a malformed URL before any work
+            from .store.connection import parse_redis_url
+
+            parse_redis_url(settings.redis_url)
+        return settings
