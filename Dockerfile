@@ -47,7 +47,7 @@ COPY src ./src
 RUN /opt/hybridrec/bin/pip install -q --no-deps --no-build-isolation . ; \
     /opt/hybridrec/bin/pip check; \
     /opt/hybridrec/bin/python -c 'import lightfm._lightfm_fast_openmp, hybridrec.cli'; \
-    /opt/hybridrec/bin/pip uninstall -q -y pip setuptools wheel 2>/dev/null
+    /opt/hybridrec/bin/pip uninstall -q -y setuptools wheel
 
 # ---------------------------------------------------------------------------- balancer
 # HAProxy from the base image's Debian packages, health-checking the API replicas.
