@@ -78,7 +78,6 @@ RUN --mount=type=cache,id=hybridrec-apt,target=/var/cache/apt,sharing=locked \
 COPY deploy/cluster-init.sh /usr/local/bin/hybridrec-cluster-init
 USER redis
 WORKDIR /data
-VOLUME /data
 EXPOSE 6379
 ENTRYPOINT ["redis-server"]
 CMD ["--appendonly", "yes", "--protected-mode", "no", "--dir", "/data"]
@@ -108,7 +107,6 @@ ENV PATH=/opt/hybridrec/bin:$PATH \
     HYBRIDREC_HEALTH_PORT=8000
 USER hybridrec
 WORKDIR /var/lib/hybridrec
-VOLUME /var/lib/hybridrec/models
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["hybridrec-healthcheck"]

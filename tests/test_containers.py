@@ -222,26 +222,32 @@ def _wait_ready(st: Stack, deadline: float) -> None:
     raise AssertionError(f"/readyz through the balancer never answered 200 (last: {last})")
 
 
-def _teardown(st: Stack) -> None:
-    st.compose("down", "-v", "-t", "10", timeout=300)
-    images = [f"localhost/{name}:{st.project}" for name in SERVICES_BUILT]
-    present = [i for i in images if _exists(i, st.env)]
-    if present:
-        st.podman("rmi", *present, timeout=300)
+def _teardown(st: Stack, *, images: bool = True) -> None:
+    """``compose down -v``, remove the images built (``images``), check nothing is left."""
     label = f"label=io.podman.compose.project={st.project}"
+    names = st.podman("ps", "-a", "-q", "--filter", label).stdout.split()
+    mounted = set()  # named and anonymous volumes alike
+    for container in json.loads(st.podman("inspect", *names).stdout) if names else []:
+        mounted |= {m["Name"] for m in container["Mounts"] if m.get("Type") == "volume"}
+    st.compose("down", "-v", "-t", "10", timeout=300)
+    built = [f"localhost/{name}:{st.env['HYBRIDREC_IMAGE_TAG']}" for name in SERVICES_BUILT]
+    if images and (present := [i for i in built if _exists(i, st.env)]):
+        st.podman("rmi", *present, timeout=300)
+    volumes = set(st.podman("volume", "ls", "-q").stdout.split())
     left = {
         "containers": st.podman("ps", "-a", "-q", "--filter", label).stdout.split(),
-        "volumes": st.podman("volume", "ls", "-q", "--filter", label).stdout.split(),
+        "volumes": sorted(mounted & volumes)
+        + st.podman("volume", "ls", "-q", "--filter", label).stdout.split(),
         "networks": [
             n
             for n in st.podman("network", "ls", "--format", "{{.Name}}").stdout.split()
             if n.startswith(st.project)
         ],
-        "images": [i for i in images if _exists(i, st.env)],
+        "images": [i for i in built if images and _exists(i, st.env)],
     }
     assert not any(left.values()), f"the test left behind: {left}"
     summary = {k: round(v, 1) for k, v in st.timings.items()} | st.notes
-    print(f"\ncontainers: {json.dumps(summary)}", file=sys.__stderr__)
+    print(f"\ncontainers ({st.project}): {json.dumps(summary)}", file=sys.__stderr__)
 
 
 def _auth(st: Stack) -> dict[str, str]:
@@ -387,3 +393,50 @@ def test_a_publish_from_the_trainer_switches_both_replicas(stack: Stack):
         assert _model_version(stack) == version
     listed = stack.podman("exec", trainer[0], "hybridrec", "models", "list")
     assert f"* {version}" in listed.stdout
+
+
+# ------------------------------------------------------------------ the cluster profile
+
+
+def test_the_cluster_profile_runs_the_same_stack_on_three_masters(stack: Stack):
+    """deploy/cluster.env: the same services on a 3-master Redis Cluster (same images)."""
+    project = f"{stack.project}c"
+    env = dict(stack.env, HYBRIDREC_PORT=str(_free_port()), HYBRIDREC_BOOTSTRAP_EPOCHS="1")
+    cluster = Stack(
+        project=project,
+        port=int(env["HYBRIDREC_PORT"]),
+        env=env,
+        compose_cmd=[
+            stack.compose_cmd[0], "-p", project,
+            "--env-file", str(ROOT / "deploy" / "cluster.env"),
+            "-f", str(ROOT / "compose.yaml"),
+        ],
+        token=stack.token,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        cluster.compose("up", "-d", timeout=600)
+        _wait_ready(cluster, deadline=time.monotonic() + 300)
+        cluster.timings["up_to_ready_s"] = time.monotonic() - t0
+        api = cluster.containers("api")[0]
+        url = cluster.podman("exec", api, "printenv", "HYBRIDREC_REDIS_URL").stdout.strip()
+        assert url.startswith("redis+cluster://redis-node-1:6379,"), url
+
+        answer = requests.get(cluster.url("/v1/users/1/recommendations?k=5"), timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["user_case"] == "known_with_features"
+        assert answer.json()["strategy"] == "personalized"
+
+        keys = {}
+        for node in ("redis-node-1", "redis-node-2", "redis-node-3"):
+            name = cluster.containers(node)[0]
+            info = cluster.podman("exec", name, "redis-cli", "cluster", "info").stdout
+            assert "cluster_state:ok" in info and "cluster_size:3" in info, info
+            keys[node] = int(cluster.podman("exec", name, "redis-cli", "dbsize").stdout)
+        cluster.notes["keys_per_master"] = keys
+        assert all(n > 0 for n in keys.values()), keys  # the data is spread over all three
+    except BaseException:
+        print(cluster.logs(), file=sys.stderr)
+        raise
+    finally:
+        _teardown(cluster, images=False)
