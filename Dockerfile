@@ -28,20 +28,12 @@ RUN --mount=type=cache,id=hybridrec-apt,target=/var/cache/apt,sharing=locked \
 RUN python3 -m venv /opt/hybridrec
 WORKDIR /src
 # Dependencies (and the build backend) first, from pyproject.toml alone: this layer
-# changes only when they do.
-# LightFM is compiled from source with LIGHTFM_NO_CFLAGS=1 (no -march=native: the binary
-# runs on any x86-64, no SIGILL on another CPU). The wheels (downloaded and compiled) are
-# kept in a cache mount, outside every layer: a build whose requirements they satisfy
-# installs offline from them; otherwise they are all fetched and built again.
-COPY pyproject.toml ./
+# changes only when they do. LightFM is compiled from source with LIGHTFM_NO_CFLAGS=1
+# (portable: no SIGILL on another CPU). Downloaded and compiled wheels stay in a cache
+# mount, outside every layer, for the next build (deploy/install-requirements.sh).
+COPY pyproject.toml deploy/install-requirements.sh ./
 RUN --mount=type=cache,id=hybridrec-wheels,target=/wheels,sharing=locked \
-    python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"]))' > /tmp/requirements.txt; \
-    pip="/opt/hybridrec/bin/pip"; \
-    if ! $pip install -q --no-index --find-links /wheels -r /tmp/requirements.txt 2>/dev/null; then \
-        $pip install -q --upgrade pip; \
-        LIGHTFM_NO_CFLAGS=1 $pip wheel -q --no-binary rectools-lightfm -w /wheels -r /tmp/requirements.txt; \
-        $pip install -q --no-index --find-links /wheels -r /tmp/requirements.txt; \
-    fi
+    ./install-requirements.sh pyproject.toml /opt/hybridrec/bin/pip /wheels
 COPY README.md ./
 COPY src ./src
 RUN /opt/hybridrec/bin/pip install -q --no-deps --no-build-isolation . ; \
