@@ -8,10 +8,14 @@ replicas switch, then remove everything it created (containers, volumes, network
 images it built).
 
 Every image layer is built from the working tree on every run (``BUILDAH_LAYERS=false``:
-no layer cache to reuse): only the build's cache mounts (apt's .debs and a wheelhouse of
-the dependencies, LightFM compiled with ``LIGHTFM_NO_CFLAGS=1``) survive between runs, and
-they are keyed by package versions, not by our code. Cost on this 2-core machine: about
-3-4 minutes with warm caches, 6-8 cold (README: Deploy).
+no layer cache to reuse, so the run proves the current tree builds): only the build's
+cache mounts (apt's .debs and a wheelhouse of the dependencies, LightFM compiled with
+``LIGHTFM_NO_CFLAGS=1``) survive between runs, and they hold third-party packages, keyed
+by their versions, never our code. The same images then run the stack a second time on
+the ``cluster`` profile (a 3-master Redis Cluster). Cost on this 2-core machine, shared
+and loaded (load average 15-20): about 8.5 minutes with warm build caches (build 4,
+first stack to ready 1.5, checks 1, cluster stack 1.5, teardowns 0.5); add about a
+minute when the wheelhouse has to fetch new wheels and compile LightFM.
 
 Needs podman (rootful, runc), ``podman-compose`` (the dev extra) and a base image: the
 official ``python:3.11-slim`` when it is present, else ``localhost/hybridrec-base:bookworm``
@@ -30,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +75,7 @@ class Stack:
     env: dict[str, str]
     compose_cmd: list[str]
     token: str
+    report: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
 
@@ -146,8 +152,19 @@ def _base_image(env: dict[str, str]) -> str:
     )
 
 
+def _reporter(config: pytest.Config) -> Callable[[str], None]:
+    """Print past pytest's capture: the measured times belong in the run's output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def report(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(line, file=sys.stderr, flush=True)
+
+    return report
+
+
 @pytest.fixture(scope="module")
-def stack():
+def stack(request: pytest.FixtureRequest):
     if shutil.which("podman") is None:
         _unavailable("podman is not installed (.ci/run installs Debian's podman and runc)")
     compose = _podman_compose()
@@ -184,6 +201,7 @@ def stack():
         env=env,
         compose_cmd=[compose, "-p", project, "-f", str(ROOT / "compose.yaml")],
         token=token,
+        report=_reporter(request.config),
     )
     try:
         t0 = time.monotonic()
@@ -247,7 +265,7 @@ def _teardown(st: Stack, *, images: bool = True) -> None:
     }
     assert not any(left.values()), f"the test left behind: {left}"
     summary = {k: round(v, 1) for k, v in st.timings.items()} | st.notes
-    print(f"\ncontainers ({st.project}): {json.dumps(summary)}", file=sys.__stderr__)
+    st.report(f"\ncontainers ({st.project}): {json.dumps(summary)}")
 
 
 def _auth(st: Stack) -> dict[str, str]:
@@ -411,6 +429,7 @@ def test_the_cluster_profile_runs_the_same_stack_on_three_masters(stack: Stack):
             "-f", str(ROOT / "compose.yaml"),
         ],
         token=stack.token,
+        report=stack.report,
     )  # fmt: skip
     try:
         t0 = time.monotonic()
