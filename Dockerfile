@@ -34,9 +34,13 @@ WORKDIR /src
 COPY pyproject.toml deploy/install-requirements.sh ./
 RUN --mount=type=cache,id=hybridrec-wheels,target=/wheels,sharing=locked \
     ./install-requirements.sh pyproject.toml /opt/hybridrec/bin/pip /wheels
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY src ./src
+# HYBRIDREC_EXTRAS: optional extras to add, fetched from the index (e.g. "s3" for models in
+# an S3 bucket, "s3,gcs")
+ARG HYBRIDREC_EXTRAS=""
 RUN /opt/hybridrec/bin/pip install -q --no-deps --no-build-isolation . ; \
+    if [ -n "$HYBRIDREC_EXTRAS" ]; then /opt/hybridrec/bin/pip install -q ".[$HYBRIDREC_EXTRAS]"; fi; \
     /opt/hybridrec/bin/pip check; \
     /opt/hybridrec/bin/python -c 'import lightfm._lightfm_fast_openmp, hybridrec.cli'; \
     /opt/hybridrec/bin/pip uninstall -q -y setuptools wheel

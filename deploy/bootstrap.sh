@@ -4,7 +4,7 @@
 # Later starts (a model is current) do nothing. Uses only the hybridrec CLI and its
 # environment (HYBRIDREC_REDIS_URL, HYBRIDREC_MODEL_STORE).
 #
-# Order: features (--replace, idempotent), then train from the sample file and publish,
+# Order: features and titles (--replace, idempotent), then train from the sample file and publish,
 # then append the sample to the interaction log. A run interrupted before the publish is
 # redone whole on the next start without appending the log twice; only one interrupted
 # in the moment between the publish and the append leaves the log empty (then run
@@ -35,6 +35,7 @@ sample="$(python3 -c 'from importlib.resources import files; print(files("hybrid
 echo "bootstrap: loading the bundled sample from $sample"
 hybridrec features load users "$sample/user_features.csv" --replace
 hybridrec features load items "$sample/item_features.csv" --replace
+hybridrec metadata load "$sample/item_metadata.csv" --replace
 set -- --interactions "$sample/interactions.csv" --publish
 [ -z "$epochs" ] || set -- "$@" --epochs "$epochs"
 version="$(hybridrec train "$@" 2>/tmp/bootstrap.err)" || { cat /tmp/bootstrap.err >&2; exit 1; }

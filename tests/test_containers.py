@@ -313,6 +313,7 @@ def test_recommendations_through_the_balancer(stack: Stack):
     assert body["strategy"] == "personalized"
     assert body["user_case"] == "known_with_features"
     assert len(body["items"]) == 5 and not body["degraded"]
+    assert all(item.get("title") for item in body["items"]), body  # the bootstrap's titles
 
     visitor = requests.post(
         stack.url("/v1/recommendations"),
