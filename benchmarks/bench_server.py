@@ -4,7 +4,8 @@ Servers (2 worker processes each, BLAS pinned to one thread per worker):
 
 - ``gunicorn-sync``: gunicorn sync workers (no keep-alive: a connection per request);
 - ``gunicorn-gthread``: gunicorn gthread workers, 4 threads each, keep-alive;
-- ``granian``: granian's WSGI interface, one Python thread per worker;
+- ``granian``: granian's WSGI interface, one Python thread per worker (``granian-2t``,
+  ``granian-4t``: two, four);
 - ``uwsgi``: uWSGI (the ``pyuwsgi`` wheel), prefork with a master, ``--http11-socket``
   (HTTP/1.1 with keep-alive straight to the workers), ``--lazy-apps``.
 
@@ -41,10 +42,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian", "uwsgi")
+# name -> (server, Python threads per worker)
+SPECS = {
+    "gunicorn-sync": ("gunicorn", 1),
+    "gunicorn-gthread": ("gunicorn", 4),
+    "granian": ("granian", 1),
+    "granian-2t": ("granian", 2),
+    "granian-4t": ("granian", 4),
+    "uwsgi": ("uwsgi", 1),
+}
+SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian", "granian-2t", "uwsgi")
 APPS = ("bare", "hybridrec")
 N_USERS = 610  # the bundled sample's users are "1".."610"
-GTHREADS = 4
 
 
 # -- the apps --------------------------------------------------------------------------------
@@ -94,9 +103,8 @@ def run_server(app: str, server: str, port: int, workers: int) -> None:
             ]
         )  # fmt: skip
         return
-    name, _, kind = server.partition("-")
-    run_app(factory, "127.0.0.1", port, workers, server=name,
-            threads=GTHREADS if kind == "gthread" else 1)  # fmt: skip
+    name, threads = SPECS[server]
+    run_app(factory, "127.0.0.1", port, workers, server=name, threads=threads)
 
 
 if os.environ.get("BENCH_SERVER_APP"):  # imported by a uWSGI worker (--lazy-apps)
@@ -169,9 +177,9 @@ def measure(app: str, server: str, env: dict, root: Path, args) -> Result:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     if app == "hybridrec" and server != "uwsgi":
-        name, _, kind = server.partition("-")
+        name, threads = SPECS[server]
         command = [str(Path(sys.executable).parent / "hybridrec"), "serve", "--server", name]
-        command += ["--threads", str(GTHREADS if kind == "gthread" else 1)]
+        command += ["--threads", str(threads)]
         command += ["--port", str(port), "--workers", str(args.workers)]
     else:
         command = [sys.executable, str(HERE), "--run", app, "--server", server]
@@ -235,7 +243,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="training epochs of the model")
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s")
     parser.add_argument("--run", choices=APPS, help=argparse.SUPPRESS)
-    parser.add_argument("--server", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--server", choices=SPECS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:

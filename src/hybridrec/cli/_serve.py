@@ -37,9 +37,10 @@ _server_options = [
     click.option(
         "--threads",
         type=click.IntRange(1, 256),
-        default=1,
+        default=4,
         show_default=True,
-        help="Python threads per worker (gunicorn: >1 uses gthread workers)",
+        help="Python threads per worker: they overlap one request's Redis wait with "
+        "another's scoring (gunicorn: 1 uses sync workers, more gthread workers)",
     ),
     click.option("--access-log", is_flag=True, help="log every request on stderr"),
 ]

@@ -128,7 +128,7 @@ def run_app(
     workers: int = 2,
     *,
     server: str = DEFAULT_SERVER,
-    threads: int = 1,
+    threads: int = 4,
     timeout: int = 30,
     access_log: bool = False,
     on_ready: Callable[[], None] | None = None,
@@ -169,6 +169,7 @@ def _run_granian(load, host, port, workers, threads, access_log, on_ready) -> No
         backlog=2048,
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_TIMEOUT,
+        websockets=False,
         log_access=access_log,
         log_dictconfig=logging_dict_config({"_granian": "INFO", "granian.access": "INFO"}),
     )
@@ -226,7 +227,7 @@ def serve(
     workers: int = 2,
     *,
     server: str = DEFAULT_SERVER,
-    threads: int = 1,
+    threads: int = 4,
     timeout: int = 30,
     access_log: bool = False,
     on_ready: Callable[[], None] | None = None,
@@ -309,6 +310,12 @@ class Supervisor:
         self.restarts = 0
 
     def start(self) -> Supervisor:
+        # Import now what the thread may need: the server forks workers while the thread
+        # runs, and a child would hang on a module lock held by an import in this thread.
+        import fcntl  # noqa: F401  (EmbeddedServer.start)
+
+        if self.metrics_dir:
+            from prometheus_client import multiprocess  # noqa: F401
         self._thread = threading.Thread(target=self._run, name="hybridrec-supervisor", daemon=True)
         self._thread.start()
         return self
@@ -351,7 +358,7 @@ class Supervisor:
             return
         self.restarts += 1
         log_event(
-            log, logging.WARNING, "embedded_redis_restarted", pid=server.pid(),
+            log, logging.WARNING, "embedded_redis_restarted", redis_pid=server.pid(),
             seconds=round(time.monotonic() - started, 3),
         )  # fmt: skip
 
