@@ -223,6 +223,31 @@ def test_kill9_worker_under_load_gives_no_non_2xx(published, tmp_path, server):
         _stop(proc)
 
 
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_sigterm_lets_in_flight_requests_finish(published, tmp_path, server):
+    settings, version = published
+    proc, base, log = _serve(settings, tmp_path, "--workers", "2", "--server", server)
+    try:
+        _wait(lambda: len(_ready_workers(log)) == 2, 60, "two workers ready", proc)
+        answer = {}
+
+        def slow() -> None:  # a forced reload rebuilds the snapshot: about a second
+            answer["response"] = requests.post(f"{base}/v1/admin/reload?force=true", timeout=30)
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.3)  # the request is in flight
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert proc.wait(20) == 0  # graceful: well under the 10 s kill timeout
+        assert answer["response"].status_code == 200, answer["response"].text
+        assert answer["response"].json()["model_version"] == version
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        _stop(proc)
+
+
 # -- issue 9 item 6: the embedded Redis is supervised ------------------------------------------
 
 

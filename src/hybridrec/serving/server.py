@@ -34,6 +34,7 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -110,11 +111,19 @@ class _WorkerApp:
     workers instead of forking them.
     """
 
-    def __init__(self, factory: Callable[[], Any]):
+    def __init__(self, factory: Callable[[], Any], *, default_signals: bool = False):
         self.factory = factory
+        self.default_signals = default_signals
 
     def __call__(self, *_ignored: Any) -> Any:
         from threadpoolctl import threadpool_limits
+
+        if self.default_signals:
+            # granian installs the worker's handlers after the app is built, and a forked
+            # worker inherits the master's meanwhile, which would swallow a SIGTERM sent
+            # while it loads: then it just ends (it has taken no request yet)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
 
         threadpool_limits(limits=1)
         configure_logging()
@@ -144,7 +153,7 @@ def run_app(
         raise HybridrecError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
     _pin_blas()
     configure_logging()
-    load = _WorkerApp(factory)
+    load = _WorkerApp(factory, default_signals=server == "granian")
     if server == "granian":
         _run_granian(load, host, port, workers, threads, access_log, on_ready)
     else:
