@@ -32,7 +32,7 @@ clean:
 		HYBRIDREC_DATA_DIR=.hybridrec HYBRIDREC_REDIS_URL= $(BIN)/hybridrec redis stop; \
 	elif [ -f .hybridrec/redis.pid ]; then \
 		pid=$$(cat .hybridrec/redis.pid); \
-		if ps -p "$$pid" -o comm= 2>/dev/null | grep -q redis; then \
+		if (cat /proc/$$pid/comm 2>/dev/null || ps -p "$$pid" -o comm= 2>/dev/null) | grep -q redis; then \
 			kill "$$pid"; \
 			for i in $$(seq 100); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.1; done; \
 			echo "embedded Redis (pid $$pid) stopped"; \

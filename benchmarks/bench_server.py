@@ -32,13 +32,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -51,7 +49,7 @@ SPECS = {
     "granian-4t": ("granian", 4),
     "uwsgi": ("uwsgi", 1),
 }
-SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian", "granian-2t", "uwsgi")
+SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian", "granian-4t", "uwsgi")
 APPS = ("bare", "hybridrec")
 N_USERS = 610  # the bundled sample's users are "1".."610"
 
@@ -116,37 +114,8 @@ if os.environ.get("BENCH_SERVER_APP"):  # imported by a uWSGI worker (--lazy-app
 # -- measuring -------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+sys.path.insert(0, str(HERE.parent))
+from bench_serving import Result, _free_port, _get, _ms  # noqa: E402  (the same measures)
 
 
 def wrk(base: str, seconds: float, connections: int, threads: int) -> Result:
@@ -189,7 +158,7 @@ def measure(app: str, server: str, env: dict, root: Path, args) -> Result:
     try:
         deadline = time.monotonic() + 120
         probe = f"{base}/v1/users/1/recommendations?k=10"
-        while sum(_get(probe) == 200 for _ in range(6)) < 6:  # every worker answers
+        while sum(_get(probe)[0] == 200 for _ in range(6)) < 6:  # every worker answers
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{app} under {server} did not start; see {log.name}")
             time.sleep(0.2)

@@ -33,7 +33,7 @@ import requests
 
 from hybridrec.store.connection import EmbeddedServer
 
-from .conftest import _free_port
+from .conftest import _free_port, _serving_world
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -109,24 +109,12 @@ def _ready_workers(log: Path) -> dict[int, str | None]:
 
 @pytest.fixture
 def published(embedded_settings, serving_model):
-    """The embedded Redis under ``tmp_path`` with features, interactions and a published
-    model; the Redis is left running (the serve master joins it)."""
-    from hybridrec.modelstore.registry import Registry, publish_model
-    from hybridrec.modelstore.store import ModelStore
-    from hybridrec.store.connection import connect
-    from hybridrec.store.features import FeatureStore
-
-    data, model = serving_model
-    client = connect(embedded_settings)
-    store = FeatureStore(client, embedded_settings.key_prefix)
-    for user_id, features in data.user_features.items():
-        store.put_features("users", user_id, features)
-    for item_id, features in data.item_features.items():
-        store.put_features("items", item_id, features)
-    store.add_interactions(data.interactions)
-    version = publish_model(ModelStore(embedded_settings.model_store), Registry(client), model)
-    client.close()
-    return embedded_settings, version["version"]
+    """``(settings, version)``: the embedded Redis under ``tmp_path`` with features,
+    interactions and a published model; the serve master joins that Redis."""
+    worlds = _serving_world(embedded_settings, serving_model)
+    world = next(worlds)
+    yield world.settings, world.version
+    next(worlds, None)
 
 
 def _serve(settings, tmp_path: Path, *args: str, name: str = "serve"):
@@ -139,6 +127,11 @@ def _serve(settings, tmp_path: Path, *args: str, name: str = "serve"):
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
     )
+    try:
+        _wait(lambda: len(_ready_workers(log)) == 2, 60, "two workers ready", proc)
+    except BaseException:
+        _stop(proc)
+        raise
     return proc, f"http://127.0.0.1:{port}", log
 
 
@@ -191,7 +184,6 @@ def test_kill9_worker_under_load_gives_no_non_2xx(published, tmp_path, server):
     settings, version = published
     proc, base, log = _serve(settings, tmp_path, "--workers", "2", "--server", server)
     try:
-        _wait(lambda: len(_ready_workers(log)) == 2, 60, "two workers ready", proc)
         first = set(_ready_workers(log))
         assert first <= _children(proc.pid)
         with Load(f"{base}/v1/users/u1/recommendations?k=5") as load:
@@ -228,7 +220,6 @@ def test_sigterm_lets_in_flight_requests_finish(published, tmp_path, server):
     settings, version = published
     proc, base, log = _serve(settings, tmp_path, "--workers", "2", "--server", server)
     try:
-        _wait(lambda: len(_ready_workers(log)) == 2, 60, "two workers ready", proc)
         answer = {}
 
         def slow() -> None:  # a forced reload rebuilds the snapshot: about a second
@@ -255,7 +246,6 @@ def test_kill9_embedded_redis_is_restarted_by_the_master(published, tmp_path):
     settings, _ = published
     proc, base, log = _serve(settings, tmp_path, "--workers", "2")
     try:
-        _wait(lambda: len(_ready_workers(log)) == 2, 60, "two workers ready", proc)
         before = {"genre:1": 1.0, "tag:2": 0.5}
         put = requests.put(f"{base}/v1/items/kept/features", json={"features": before}, timeout=5)
         assert put.status_code == 200

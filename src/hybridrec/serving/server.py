@@ -281,23 +281,6 @@ def _hybridrec_app(settings: Settings, wait_ready: float):
 # -- the master's supervisor ---------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # no procfs: trust kill()
-    except OSError:
-        return True
-    return stat.rpartition(") ")[2][:1] not in ("Z", "X")
-
-
 class Supervisor:
     """A thread in the serve master that keeps what the workers share alive.
 
@@ -322,6 +305,8 @@ class Supervisor:
         # Import now what the thread may need: the server forks workers while the thread
         # runs, and a child would hang on a module lock held by an import in this thread.
         import fcntl  # noqa: F401  (EmbeddedServer.start)
+
+        from ..store import connection  # noqa: F401  (_pid_alive)
 
         if self.metrics_dir:
             from prometheus_client import multiprocess  # noqa: F401
@@ -372,12 +357,14 @@ class Supervisor:
         )  # fmt: skip
 
     def _drop_dead_gauges(self) -> None:
+        from ..store.connection import _pid_alive
+
         pids = set()
         for path in Path(self.metrics_dir).glob("gauge_live*_*.db"):
             pid = path.stem.rpartition("_")[2]
             if pid.isdigit():
                 pids.add(int(pid))
-        dead = [pid for pid in pids if not _alive(pid)]
+        dead = [pid for pid in pids if not _pid_alive(pid, command="")]
         if dead:
             from prometheus_client import multiprocess
 
