@@ -252,6 +252,13 @@ def serve(
 
         embedded = EmbeddedServer(settings.data_dir)
         settings = replace(settings, redis_url=f"unix://{embedded.start()}")
+    from .security import exposure_warning
+
+    warning = exposure_warning(host, settings.api_token)
+    if warning:
+        log_event(
+            logging.getLogger("hybridrec.serving"), logging.WARNING, "exposed", warning=warning
+        )
     wait = min(READY_TIMEOUT, timeout - 5) if server == "gunicorn" else READY_TIMEOUT
     supervisor = Supervisor(embedded, metrics_dir).start()
     try:
