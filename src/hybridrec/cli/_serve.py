@@ -29,10 +29,10 @@ _server_options = [
     click.option(
         "--server",
         type=click.Choice(SERVERS),
-        default=DEFAULT_SERVER,
-        show_default=True,
+        default=None,
         envvar="HYBRIDREC_SERVER",
-        help="WSGI server (HYBRIDREC_SERVER)",
+        help=f"WSGI server (HYBRIDREC_SERVER) [default: {DEFAULT_SERVER}; gunicorn when "
+        "HYBRIDREC_API_TOKEN is not ASCII, which granian cannot pass to the app]",
     ),
     click.option(
         "--threads",
@@ -56,7 +56,13 @@ def _with_server_options(func):
 @_with_server_options
 @click.pass_obj
 def serve(
-    env: Env, host: str, port: int, workers: int, server: str, threads: int, access_log: bool
+    env: Env,
+    host: str,
+    port: int,
+    workers: int,
+    server: str | None,
+    threads: int,
+    access_log: bool,
 ) -> None:
     """Serve the HTTP API (WORKERS processes, one BLAS thread each) until Ctrl-C/SIGTERM.
 
@@ -64,9 +70,10 @@ def serve(
     answers 503 while none is published) and follows new versions and catalog changes by
     itself. A dead worker is replaced; a dead embedded Redis is restarted.
     """
-    from ..serving.server import check_port
+    from ..serving.server import check_port, choose_server
     from ..serving.server import serve as run
 
+    server = choose_server(server, env.settings)
     check_port(host, port)
 
     def ready() -> None:
@@ -110,7 +117,7 @@ def demo(
     host: str,
     port: int,
     workers: int,
-    server: str,
+    server: str | None,
     threads: int,
     access_log: bool,
     retrain: bool,
@@ -124,9 +131,10 @@ def demo(
     Ctrl-C or SIGTERM stops everything the demo started, the embedded Redis included
     (unless --keep-redis, or it was running before the demo).
     """
-    from ..serving.server import check_port
+    from ..serving.server import check_port, choose_server
     from ..store.connection import EmbeddedServer
 
+    server = choose_server(server, env.settings)
     if not no_serve:
         check_port(host, port)  # before any loading or training
     embedded = None if env.settings.redis_url else EmbeddedServer(env.settings.data_dir)

@@ -55,6 +55,7 @@ __all__ = [
     "SERVERS",
     "Supervisor",
     "check_port",
+    "choose_server",
     "run_app",
     "serve",
 ]
@@ -79,6 +80,26 @@ log = logging.getLogger("hybridrec.server")
 def _pin_blas() -> None:
     for name in BLAS_ENV:
         os.environ[name] = "1"
+
+
+def choose_server(requested: str | None, settings: Settings) -> str:
+    """The server to run: ``requested``, else granian unless the API token is not ASCII.
+
+    granian hands the app an empty value for a header that is not ASCII, so a non-ASCII
+    ``HYBRIDREC_API_TOKEN`` (sent in UTF-8, as curl and browsers do) could never match:
+    such a token gets gunicorn by default, and an explicit ``--server granian`` is refused.
+    """
+    ascii_token = settings.api_token is None or settings.api_token.isascii()
+    if requested is None:
+        return DEFAULT_SERVER if ascii_token else "gunicorn"
+    if requested not in SERVERS:
+        raise HybridrecError(f"unknown server {requested!r}; choose one of {', '.join(SERVERS)}")
+    if requested == "granian" and not ascii_token:
+        raise HybridrecError(
+            "HYBRIDREC_API_TOKEN is not ASCII, and granian passes only ASCII header values "
+            "to the app, so no request could match it: use --server gunicorn, or an ASCII token"
+        )
+    return requested
 
 
 def check_port(host: str, port: int) -> None:
@@ -235,13 +256,17 @@ def serve(
     port: int = 8000,
     workers: int = 2,
     *,
-    server: str = DEFAULT_SERVER,
+    server: str | None = None,
     threads: int = 4,
     timeout: int = 30,
     access_log: bool = False,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the API until SIGINT/SIGTERM, then return (see the module's docstring)."""
+    """Serve the API until SIGINT/SIGTERM, then return (see the module's docstring).
+
+    ``server``: ``granian`` or ``gunicorn``; None: :func:`choose_server` decides.
+    """
+    server = choose_server(server, settings)
     _pin_blas()
     configure_logging()
     metrics_dir = tempfile.mkdtemp(prefix="hybridrec-metrics-")
