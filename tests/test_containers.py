@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from .conftest import _free_port
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
@@ -58,12 +59,6 @@ def _unavailable(reason: str):
 def _podman_compose() -> str | None:
     beside = Path(sys.executable).parent / "podman-compose"
     return str(beside) if beside.exists() else shutil.which("podman-compose")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
