@@ -15,7 +15,7 @@ by their versions, never our code. The same images then run the stack a second t
 the ``cluster`` profile (a 3-master Redis Cluster). Cost on this 2-core machine, shared
 and loaded (load average 15-20): about 8.5 minutes with warm build caches (build 4,
 first stack to ready 1.5, checks 1, cluster stack 1.5, teardowns 0.5); add about a
-minute when the wheelhouse has to fetch new wheels and compile LightFM.
+minute and a half when the build caches are empty (every wheel fetched, LightFM compiled).
 
 Needs podman (rootful, runc), ``podman-compose`` (the dev extra) and a base image: the
 official ``python:3.11-slim`` when it is present, else ``localhost/hybridrec-base:bookworm``
