@@ -202,12 +202,12 @@ def test_item_changes_feed(store):
     store.put_features("users", "u", {"f": 1.0})  # users are not in the item feed
     store.put_features("items", "i1", {"f": 1.0})
     cursor, changes = store.item_changes_since("0-0")
-    assert changes == [("i1", "put")] and cursor == store.latest_change_cursor()
+    assert changes == [("i1", "put", 1)] and cursor == store.latest_change_cursor()
     store.load_features("items", features_frame([("i2", "f", 1.0), ("i3", "f", 1.0)]))
     store.delete_features("items", "i1")
     store.delete_features("items", "never-there")
     cursor, changes = store.item_changes_since(cursor)
-    assert changes == [("i2", "put"), ("i3", "put"), ("i1", "delete")]
+    assert changes == [("i2", "put", 2), ("i3", "put", 2), ("i1", "delete", 3)]
     assert store.item_changes_since(cursor) == (cursor, [])
 
 
@@ -216,7 +216,7 @@ def test_a_bulk_load_announces_every_item_in_few_feed_entries(store):
     store.load_features("items", frame)
     assert 1 < store.client.xlen(store.changes_key) < 10
     cursor, changes = store.item_changes_since("0-0")
-    assert changes == [(f"i{n}", "put") for n in range(5000)]
+    assert [change[:2] for change in changes] == [(f"i{n}", "put") for n in range(5000)]
 
 
 def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_client):
@@ -226,7 +226,7 @@ def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_clie
     for n in range(300):  # one feed entry each (a bulk load writes one per chunk)
         store.put_features("items", f"i{n}", {"f": 1.0})
     new_cursor, changes = store.item_changes_since(cursor)
-    assert changes == [("*", RESYNC)]
+    assert changes == [("*", RESYNC, 0)]
     assert new_cursor == store.latest_change_cursor()
     assert store.item_changes_since(new_cursor) == (new_cursor, [])
 

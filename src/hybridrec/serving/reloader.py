@@ -22,8 +22,9 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import HybridrecError, StoreUnavailable
@@ -31,18 +32,44 @@ from ..store.features import RESYNC
 from .metrics import Metrics
 from .snapshot import Snapshot
 
-__all__ = ["Reloader", "ReloadResult", "ServingState", "log_event", "sync_catalog"]
+__all__ = [
+    "CatalogPosition",
+    "Reloader",
+    "ReloadResult",
+    "ServingState",
+    "log_event",
+    "sync_catalog",
+]
 
 log = logging.getLogger("hybridrec.serving")
 
 TICK = 0.25  # seconds between change-feed polls: new items are live within half a second
 RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried again
+RECONCILE_CHECK = 1.0  # seconds between cheap catalog checks (clock and size)
+RECONCILE_FULL = 30.0  # seconds between full comparisons of every item's sequence
+
+
+@dataclass
+class CatalogPosition:
+    """How far a snapshot follows the store's item catalog.
+
+    ``seqs``: per item, the sequence of the state applied (``> 0`` put, ``< 0`` deleted);
+    a change-feed entry or a state not newer than it is skipped, so changes apply in
+    sequence order whatever order they arrive in. ``clock``: the newest sequence seen.
+    """
+
+    cursor: str
+    clock: int
+    seqs: dict[str, int] = field(default_factory=dict)
+
+    def live(self) -> int:
+        return sum(1 for seq in self.seqs.values() if seq > 0)
 
 
 def _catalog_changes(
     snapshot: Snapshot,
     catalog: dict[str, dict],
-    feed: list[tuple[str, str]],
+    feed: list[tuple[str, str, int]],
     deleted: set[str] = frozenset(),
 ) -> dict[str, dict | None]:
     """``{item_id: features | None}`` that brings ``snapshot`` in line with the catalog;
@@ -51,7 +78,7 @@ def _catalog_changes(
     for item_id in deleted:
         if item_id not in catalog and item_id in snapshot:
             changes[item_id] = None
-    for item_id, op in dict(feed).items():  # the last op of each item
+    for item_id, op in {change[0]: change[1] for change in feed}.items():  # the last op
         if op == "delete" and item_id not in catalog:
             changes[item_id] = None
     for item_id in snapshot.store_only_ids():
@@ -60,14 +87,26 @@ def _catalog_changes(
     return changes
 
 
-def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, str]:
-    """``snapshot`` brought in line with the store's whole item catalog, and the change
-    feed cursor to follow from; raises :class:`HybridrecError` when the store is down."""
-    cursor = feature_store.latest_change_cursor()  # first: later changes are replayed after
-    catalog = dict(feature_store.iter_features("items"))
+def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, CatalogPosition]:
+    """``snapshot`` brought in line with the store's whole item catalog, and the position
+    to follow the change feed from; raises :class:`HybridrecError` when the store is down.
+
+    Tombstones of items the model knows are retired (kept past the tombstone cap).
+    """
+    clock, _, cursor = feature_store.item_position()  # first: later changes are replayed
+    live, tombstones = feature_store.item_sequences()
+    states = feature_store.item_states(list(live))
     _, feed = feature_store.item_changes_since("0-0")
-    deleted = feature_store.deleted_item_ids()
-    return snapshot.with_items(_catalog_changes(snapshot, catalog, feed, deleted)), cursor
+    catalog = {i: f for i, (seq, f) in states.items() if seq > 0}
+    seqs = {i: -seq for i, seq in tombstones.items()}
+    seqs.update({i: seq for i, (seq, _) in states.items() if seq != 0})
+    deleted = {i for i, seq in seqs.items() if seq < 0}
+    known = snapshot.model.item_space_.entities
+    retire = [i for i in deleted if i in known]
+    if retire:
+        feature_store.retire_items(retire)
+    position = CatalogPosition(cursor, clock, seqs)
+    return snapshot.with_items(_catalog_changes(snapshot, catalog, feed, deleted)), position
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
@@ -115,6 +154,7 @@ class Reloader:
         reload_interval: float = 2.0,
         tick: float = TICK,
         on_swap: Callable[[Snapshot], None] | None = None,
+        reconcile_interval: float = RECONCILE_CHECK,
     ):
         self.state = state
         self.registry = registry
@@ -124,6 +164,7 @@ class Reloader:
         self.reload_interval = reload_interval
         self.tick = tick
         self.on_swap = on_swap
+        self.reconcile_interval = reconcile_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -134,7 +175,9 @@ class Reloader:
         self._generation: object = object()  # never equal to a real generation
         self._next_registry_check = 0.0
         self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
-        self._cursor: str | None = None  # item change feed cursor; None: full sync needed
+        self._position: CatalogPosition | None = None  # None: full catalog sync needed
+        self._next_check = 0.0  # monotonic time of the next catalog check ...
+        self._next_reconcile = 0.0  # ... and of the next full reconciliation
         self._thread: threading.Thread | None = None
         self._item_polls = 0  # change-feed polls finished (guarded by _done)
 
@@ -251,7 +294,7 @@ class Reloader:
             down = self.state.store_down_since
             self.state.store_down_since = None
             self.metrics.store_down.set(0)
-            self._cursor = None  # the store may have lost or changed data: full sync
+            self._position = None  # the store may have lost or changed data: full sync
             log_event(
                 logging.WARNING,
                 "store_recovered",
@@ -314,9 +357,9 @@ class Reloader:
             return ReloadResult(previous, False, f"{type(exc).__name__}: {exc}")
         self._failed.pop(version, None)
         loaded = time.perf_counter()
-        snapshot, cursor = self._sync_catalog(snapshot)
+        snapshot, position = self._sync_catalog(snapshot)
         self._swap(snapshot)
-        self._cursor = cursor
+        self._position = position
         self.metrics.reloads.labels(result="success").inc()
         self.metrics.set_model(version, snapshot.loaded_at)
         log_event(
@@ -328,7 +371,7 @@ class Reloader:
             overlay_items=snapshot.overlay_items,
             load_seconds=round(loaded - started, 3),
             catalog_seconds=round(time.perf_counter() - loaded, 3),
-            catalog_synced=cursor is not None,
+            catalog_synced=position is not None,
         )
         return ReloadResult(version, version != previous)
 
@@ -339,58 +382,141 @@ class Reloader:
 
     # -- the catalog ------------------------------------------------------------------------
 
-    def _sync_catalog(self, snapshot: Snapshot) -> tuple[Snapshot, str | None]:
-        """Apply the whole catalog to ``snapshot``; ``(snapshot, cursor or None)``.
+    def _sync_catalog(self, snapshot: Snapshot) -> tuple[Snapshot, CatalogPosition | None]:
+        """Apply the whole catalog to ``snapshot``; ``(snapshot, position or None)``.
 
-        Items in the catalog get their current features; a model item whose last change
-        in the feed is a delete, and that is not in the catalog, disappears, and so does
-        an item only the store knew that left the catalog. Without the store, the
-        artifact's items are served as trained and the sync is retried (cursor None).
+        Items in the catalog get their current features; a model item with a tombstone,
+        or whose last change in the feed is a delete, disappears, and so does an item only
+        the store knew that left the catalog. Without the store, the artifact's items are
+        served as trained and the sync is retried (position None).
         """
         try:
-            return sync_catalog(snapshot, self.feature_store)
+            synced, position = sync_catalog(snapshot, self.feature_store)
         except HybridrecError as exc:
             self.store_failed("catalog", exc)
             return snapshot, None
+        self._next_reconcile = time.monotonic() + RECONCILE_FULL
+        return synced, position
 
     def _follow_items(self) -> None:
         snap = self.state.snapshot
         if snap is None:
             return
-        if self._cursor is None:  # no sync yet for this snapshot, or the store came back
-            synced, cursor = self._sync_catalog(snap)
-            if cursor is not None:
+        if self._position is None:  # no sync yet for this snapshot, or the store came back
+            synced, position = self._sync_catalog(snap)
+            if position is not None:
                 if synced is not snap:
                     self._swap(synced)
-                self._cursor = cursor
+                self._position = position
                 self.metrics.item_updates.labels(op=RESYNC).inc()
             return
+        position = self._position
         fs = self.feature_store
         try:
-            cursor, feed = fs.item_changes_since(self._cursor)
-            if feed and feed[0][1] == RESYNC:  # the capped feed lost changes: full sync
-                changes = _catalog_changes(snap, dict(fs.iter_features("items")), [])
-                counts = {RESYNC: 1}
-            else:
-                last_op = dict(feed)  # the last op of each item wins
-                puts = [i for i, op in last_op.items() if op == "put"]
-                features = fs.get_many("items", puts) if puts else {}
-                changes = {
-                    i: (features.get(i, {}) if op == "put" else None) for i, op in last_op.items()
-                }
-                counts = {}
-                for op in last_op.values():
-                    counts[op] = counts.get(op, 0) + 1
+            cursor, feed = fs.item_changes_since(position.cursor)
+            if feed and feed[0][1] == RESYNC:  # the capped feed lost changes
+                self._reconcile(snap, "feed_trimmed")
+                return
+            newest: dict[str, int] = {}
+            for item_id, _op, seq in feed:
+                newest[item_id] = max(seq, newest.get(item_id, 0))
+            stale = [i for i, seq in newest.items() if seq > abs(position.seqs.get(i, 0))]
+            states = fs.item_states(stale) if stale else {}
+            self._apply(snap, states)
         except HybridrecError as exc:
             self.store_failed("item_changes", exc)
             return
-        if changes:
-            nxt = snap.with_items(changes)
-            if nxt is not snap:
-                self._swap(nxt)
-            for op, n in counts.items():
-                self.metrics.item_updates.labels(op=op).inc(n)
-        self._cursor = cursor
+        position.cursor = cursor
+        position.clock = max(position.clock, max(newest.values(), default=0))
+        now = time.monotonic()
+        if now >= self._next_reconcile:
+            self._reconcile(self.state.snapshot, "periodic")
+        elif now >= self._next_check:
+            self._next_check = now + self.reconcile_interval
+            self._check_catalog()
+
+    def _apply(
+        self,
+        snap: Snapshot,
+        states: dict[str, tuple[int, dict | None]],
+        force: bool = False,
+    ) -> int:
+        """Apply item states newer than the ones applied (all of them with ``force``);
+        return how many changed the snapshot's view."""
+        seqs = self._position.seqs
+        changes: dict[str, dict | None] = {}
+        for item_id, (seq, features) in states.items():
+            if not force and seq != 0 and abs(seq) <= abs(seqs.get(item_id, 0)):
+                continue  # this state, or a newer one, is applied already
+            changes[item_id] = features if seq > 0 else None
+            if seq:
+                seqs[item_id] = seq
+            else:  # unknown to the store: deleted, its tombstone expired
+                seqs.pop(item_id, None)
+        if not changes:
+            return 0
+        nxt = snap.with_items(changes)
+        if nxt is not snap:
+            self._swap(nxt)
+        known = snap.model.item_space_.entities
+        retire = [i for i, f in changes.items() if f is None and i in known]
+        if retire:  # workers that start later must retire these model items too
+            self.feature_store.retire_items(retire)
+        for op, n in Counter(
+            "put" if f is not None else "delete" for f in changes.values()
+        ).items():
+            self.metrics.item_updates.labels(op=op).inc(n)
+        return len(changes)
+
+    def _check_catalog(self) -> None:
+        """The cheap check: when the feed is quiet, the store's clock and catalog size must
+        match what this worker applied; otherwise reconcile at once."""
+        position = self._position
+        try:
+            clock, size, cursor = self.feature_store.item_position()
+        except HybridrecError as exc:
+            self.store_failed("catalog_check", exc)
+            return
+        if clock < position.clock:
+            self._reconcile(self.state.snapshot, "store_went_back")
+        elif cursor == position.cursor and (clock, size) != (position.clock, position.live()):
+            self._reconcile(self.state.snapshot, "mismatch")
+
+    def _reconcile(self, snap: Snapshot | None, reason: str) -> None:
+        """Compare every item's sequence with the store's and re-read those that differ;
+        heals whatever made this worker diverge (a lost feed, a store restored from an
+        older copy). Costs one scan of the catalog's sequences, no features."""
+        position = self._position
+        if snap is None or position is None:
+            return
+        started = time.perf_counter()
+        self._next_reconcile = time.monotonic() + RECONCILE_FULL
+        fs = self.feature_store
+        try:
+            clock, _, cursor = fs.item_position()
+            live, tombstones = fs.item_sequences()
+            seqs = position.seqs
+            differ = {i for i, seq in live.items() if seqs.get(i) != seq}
+            differ.update(i for i, seq in seqs.items() if seq > 0 and i not in live)
+            differ.update(i for i, seq in tombstones.items() if seqs.get(i) != -seq and i in snap)
+            states = fs.item_states(sorted(differ)) if differ else {}
+            healed = self._apply(snap, states, force=True)
+        except HybridrecError as exc:
+            self.store_failed("reconcile", exc)
+            return
+        for item_id in [i for i, seq in seqs.items() if seq < 0 and i not in tombstones]:
+            del seqs[item_id]  # forgotten by the store: keeps this map bounded too
+        position.cursor, position.clock = cursor, clock
+        if healed:
+            self.metrics.item_updates.labels(op="reconcile").inc(healed)
+        if healed or reason != "periodic":
+            log_event(
+                logging.WARNING if healed else logging.INFO,
+                "catalog_reconciled",
+                reason=reason,
+                healed=healed,
+                seconds=round(time.perf_counter() - started, 3),
+            )
 
     def _update_gauges(self) -> None:
         snap = self.state.snapshot
