@@ -371,3 +371,51 @@ def test_regression_deleted_model_item_stays_deleted_after_the_feed_is_trimmed(s
     assert "i0" not in store.deleted_item_ids()
     fresh = world.app().test_client()
     assert fresh.get("/v1/items/i0/similar?k=3").status_code == 200
+
+
+def test_a_worker_reconciles_with_a_store_changed_behind_its_back(serving_world):
+    """Item 2 of issue 9: whatever makes a worker diverge from the store (here item keys
+    written without their feed entries, as a lost feed or a restored backup would), the
+    periodic check finds it and the worker heals within seconds."""
+    world = serving_world
+    store = world.feature_store
+    api = world.app().test_client()
+    assert api.get("/v1/items/i2/similar?k=3").status_code == 200
+    assert "ghost" not in world.model.item_space_.entities
+    r = world.redis
+    r.hdel(store.live_key, "i2")  # gone from the store, no tombstone and no feed entry
+    r.delete(store.key("items", "i2"))
+    r.hset(store.key("items", "ghost"), mapping={"genre:2": 1.0})  # and one appeared
+    r.hset(store.live_key, "ghost", r.incr(store.clock_key))
+    assert store.get_features("items", "i2") is None
+    took = _wait(
+        lambda: (
+            api.get("/v1/items/i2/similar?k=3").status_code == 404
+            and api.get("/v1/items/ghost/similar?k=3").status_code == 200
+        ),
+        5,
+        "reconciliation",
+    )
+    assert took < 3.0
+    text = api.get("/metrics").data.decode()
+    assert 'hybridrec_item_updates_total{op="reconcile"} 2.0' in text
+
+
+def test_workers_keep_the_tombstones_of_model_items_past_the_cap(serving_world):
+    """Item 9 of issue 9: tombstones are capped, except those of items a served model
+    knows, which workers retire (keep) when they apply the delete or load a model."""
+    world = serving_world
+    store, r = world.feature_store, world.redis
+    api = world.app().test_client()
+    assert (
+        api.put("/v1/items/store-only/features", json={"features": {"genre:2": 1}}).status_code
+        == 200
+    )
+    assert api.delete("/v1/items/store-only/features").status_code == 204
+    assert api.delete("/v1/items/i0/features").status_code == 204
+    _wait(lambda: r.zscore(store.retired_key, "i0") is not None, 5, "retiring i0")
+    assert r.zscore(store.retired_key, "store-only") is None
+    assert r.zscore(store.deleted_key, "store-only") is not None
+    r.zadd(store.deleted_key, {"i5": 1})  # a model item's tombstone no worker retired yet
+    world.app()  # a worker loading the model retires it
+    assert r.zscore(store.retired_key, "i5") is not None
