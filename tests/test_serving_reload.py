@@ -193,6 +193,42 @@ def test_a_failed_load_keeps_the_old_snapshot_and_counts(serving_world, caplog):
     _wait(lambda: api.get("/v1/model").get_json()["model_version"] == good, 5, "reload")
 
 
+def test_regression_a_corrupt_current_version_at_start_serves_the_newest_healthy_one(
+    serving_world, caplog
+):
+    """Regression (issue 9, item 5): a worker starting while the current version failed
+    verification answered 503 to everything although healthy versions existed."""
+    world = serving_world
+    older = world.publish(world.model)
+    newest_good = world.publish(world.model)
+    refused = world.publish(world.model)
+    world.registry.record(refused, {"status": "refused"})  # published, then an operator's call
+    bad = world.publish(world.model)
+    npz = Path(world.model_store.path(bad)) / "model.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, wrong checksum
+    npz.write_bytes(bytes(data))
+    assert world.registry.current() == bad and older != newest_good
+    with caplog.at_level(logging.INFO, logger="hybridrec.serving"):
+        api = world.app().test_client()
+    # the newest published version that loads; the refused one is skipped
+    assert api.get("/v1/users/u0/recommendations").get_json()["model_version"] == newest_good
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["model_version"] == newest_good
+    fallback = ready.get_json()["fallback"]
+    assert fallback["registry_version"] == bad and "ArtifactError" in fallback["reason"]
+    assert api.get("/v1/model").get_json()["fallback"] == fallback
+    assert "hybridrec_model_fallback 1.0" in api.get("/metrics").data.decode()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "hybridrec.serving"]
+    events = [line for line in lines if line["event"] == "model_fallback"]
+    assert events[-1]["registry_version"] == bad and events[-1]["serving"] == newest_good
+    # it keeps watching the registry: a good publish ends the fallback
+    good = world.publish(world.model)
+    _wait(lambda: api.get("/readyz").get_json()["model_version"] == good, 5, "reload")
+    assert api.get("/readyz").get_json()["fallback"] is None
+    assert "hybridrec_model_fallback 0.0" in api.get("/metrics").data.decode()
+
+
 def test_no_model_published_is_503_until_one_is(serving_world):
     world = serving_world
     from hybridrec.modelstore.registry import Registry

@@ -325,6 +325,17 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "metrics": {"type": "object"},
                 "store": {"type": "string", "enum": ["ok", "unavailable"]},
                 "blas_threads": {"type": ["integer", "null"]},
+                "fallback": _ref("Fallback"),
+            },
+        },
+        "Fallback": {
+            "description": "null, or: the registry's current version fails to load and "
+            "this worker serves an older healthy version (model_version) instead",
+            "type": ["object", "null"],
+            "properties": {
+                "registry_version": {"type": "string"},
+                "reason": {"type": "string"},
+                "since": {"type": "number", "description": "unix seconds"},
             },
         },
         "Reload": {
@@ -342,6 +353,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "status": {"type": "string"},
                 "model_version": {"type": "string"},
                 "store": {"type": "string"},
+                "fallback": _ref("Fallback"),
             },
         },
     }

@@ -45,6 +45,7 @@ log = logging.getLogger("hybridrec.serving")
 
 TICK = 0.25  # seconds between change-feed polls: new items are live within half a second
 RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried again
+FALLBACK_TRIES = 5  # healthy-looking versions tried when the current one fails to load
 RECONCILE_CHECK = 1.0  # seconds between cheap catalog checks (clock and size)
 RECONCILE_FULL = 30.0  # seconds between full comparisons of every item's sequence
 
@@ -116,11 +117,17 @@ def log_event(level: int, event: str, **fields: Any) -> None:
 
 
 class ServingState:
-    """What requests read: the current snapshot and whether the store answers."""
+    """What requests read: the current snapshot and whether the store answers.
+
+    ``fallback`` is None while the registry's current version is served (or nothing is);
+    otherwise ``{"registry_version", "reason", "since"}``: that version fails to load and
+    an older healthy one is served instead.
+    """
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.store_down_since: float | None = None  # time.monotonic() of the failure
+        self.fallback: dict[str, Any] | None = None
 
     @property
     def store_ok(self) -> bool:
@@ -333,11 +340,74 @@ class Reloader:
         if version is None:
             return ReloadResult(served, False, None if served else "no model is published yet")
         if version == served and not force:
+            self._end_fallback(version)
             return ReloadResult(served, False)
         failed_at = self._failed.get(version)
         if failed_at is not None and not (published or asked) and now - failed_at < RETRY_FAILED:
             return ReloadResult(served, False, f"version {version} failed to load")
-        return self._load(version, previous=served)
+        result = self._load(version, previous=served)
+        if result.error is None:
+            self._end_fallback(version)
+        elif served is None:
+            result = self._fall_back(version, result.error)
+        else:
+            self._start_fallback(version, served, result.error)
+        return result
+
+    # -- a current version that fails to load ------------------------------------------------
+
+    def _fall_back(self, failed: str, error: str) -> ReloadResult:
+        """Nothing served and the current version ``failed``: serve the newest healthy
+        published version instead (a few are tried), and keep watching the registry."""
+        try:
+            candidates = self.registry.fallback_candidates(exclude=failed)
+        except HybridrecError as exc:
+            self.store_failed("registry", exc)
+            return ReloadResult(None, False, error)
+        now = time.monotonic()
+        tried = 0
+        for version in candidates:
+            if tried == FALLBACK_TRIES:
+                break
+            if now - self._failed.get(version, -RETRY_FAILED) < RETRY_FAILED:
+                continue  # failed a moment ago
+            tried += 1
+            if self._load(version, previous=None).error is None:
+                self._start_fallback(failed, version, error)
+                return ReloadResult(
+                    version, True, f"version {failed} failed to load; serving {version}"
+                )
+        return ReloadResult(None, False, error)
+
+    def _start_fallback(self, failed: str, serving: str, error: str) -> None:
+        current = self.state.fallback
+        if current is None or current["registry_version"] != failed:
+            log_event(
+                logging.ERROR,
+                "model_fallback",
+                registry_version=failed,
+                serving=serving,
+                error=error,
+            )
+            self.state.fallback = {
+                "registry_version": failed,
+                # the class only: the message names files, which HTTP bodies must not
+                "reason": f"fails to load ({error.partition(':')[0]}); the log says why",
+                "since": time.time(),
+            }
+        self.metrics.model_fallback.set(1)
+
+    def _end_fallback(self, version: str) -> None:
+        if self.state.fallback is None:
+            return
+        log_event(
+            logging.WARNING,
+            "model_fallback_ended",
+            registry_version=self.state.fallback["registry_version"],
+            serving=version,
+        )
+        self.state.fallback = None
+        self.metrics.model_fallback.set(0)
 
     def _load(self, version: str, previous: str | None) -> ReloadResult:
         started = time.perf_counter()
