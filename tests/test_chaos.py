@@ -28,10 +28,10 @@ EXE = str(Path(sys.executable).parent / "hybridrec")
 
 
 class Servers:
-    """``count`` ``hybridrec serve --workers 1`` processes on one Redis and model store:
-    one worker each, so that a request names the worker it asks."""
+    """``count`` ``hybridrec serve`` processes on one Redis and model store; with one
+    worker each (the default) a request names the worker it asks."""
 
-    def __init__(self, settings, tmp_path: Path, count: int = 2, **env: str):
+    def __init__(self, settings, tmp_path: Path, count: int = 2, workers: int = 1, **env: str):
         self.env = {
             **os.environ,
             "HYBRIDREC_REDIS_URL": settings.redis_url,
@@ -50,7 +50,7 @@ class Servers:
             with open(log_path, "wb") as log:
                 self.procs.append(
                     subprocess.Popen(
-                        [EXE, "serve", "--port", str(port), "--workers", "1"],
+                        [EXE, "serve", "--port", str(port), "--workers", str(workers)],
                         cwd=tmp_path,
                         env=self.env,
                         stdout=log,
@@ -60,16 +60,23 @@ class Servers:
             self.bases.append(f"http://127.0.0.1:{port}")
             self.logs.append(log_path)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0, in_a_row: int = 10) -> None:
+        """Until every server answered ``/readyz`` 200 ``in_a_row`` times (each worker
+        loads its model on its own)."""
         deadline = time.monotonic() + timeout
         pending = list(self.bases)
+        streak = 0
         while pending and time.monotonic() < deadline:
             try:
-                if requests.get(f"{pending[0]}/readyz", timeout=2).status_code == 200:
-                    pending.pop(0)
-                    continue
+                ok = requests.get(f"{pending[0]}/readyz", timeout=2).status_code == 200
             except requests.RequestException:
-                pass
+                ok = False
+            streak = streak + 1 if ok else 0
+            if streak >= in_a_row:
+                pending.pop(0)
+                streak = 0
+            if ok:
+                continue
             for proc, log in zip(self.procs, self.logs):
                 if proc.poll() is not None:
                     raise AssertionError(f"a server exited:\n{log.read_text()[-3000:]}")
@@ -180,3 +187,49 @@ def test_put_racing_delete_of_one_item_leaves_store_feed_and_workers_agreeing(
     took, stuck = race_bursts(serving_world.feature_store, servers.bases, item, features, 40)
     print(f"40 bursts: agreed after median {statistics.median(took):.2f} s, max {max(took):.2f} s")
     assert stuck == [], f"{len(stuck)} of 40 bursts still disagree after 5 s: {stuck[:3]}"
+
+
+# -- a corrupt current version (issue 9, item 5) ---------------------------------------------
+
+
+def test_a_corrupt_current_version_serves_the_previous_healthy_one(serving_world, tmp_path):
+    """Regression (issue 9, item 5): after a restart with a corrupt current version every
+    recommendation was a 503, although healthy versions existed."""
+    world = serving_world
+    healthy = world.version
+    bad = world.publish(world.model)
+    npz = Path(world.model_store.path(bad)) / "model.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same size, wrong checksum
+    npz.write_bytes(bytes(data))
+    server = Servers(world.settings, tmp_path, count=1, workers=2)
+    try:
+        server.wait_ready(60)
+        base = server.bases[0]
+        answers = [
+            requests.get(f"{base}/v1/users/u{n % 10}/recommendations?k=3", timeout=5)
+            for n in range(40)
+        ]
+        assert {r.status_code for r in answers} == {200}
+        assert {r.json()["model_version"] for r in answers} == {healthy}
+        ready = requests.get(f"{base}/readyz", timeout=5).json()
+        assert ready["model_version"] == healthy
+        assert ready["fallback"]["registry_version"] == bad
+        described = requests.get(f"{base}/v1/model", timeout=5).json()["fallback"]
+        assert described["registry_version"] == bad and "ArtifactError" in described["reason"]
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        flags = [ln for ln in metrics.splitlines() if ln.startswith("hybridrec_model_fallback")]
+        assert len(flags) == 2 and all(ln.endswith(" 1.0") for ln in flags), flags  # per worker
+        logged = server.logs[0].read_text()
+        assert '"event": "model_fallback"' in logged and bad in logged
+        # the registry is still watched: a good publish is served within seconds
+        good = world.publish(world.model)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ready = requests.get(f"{base}/readyz", timeout=5).json()
+            if ready["model_version"] == good and ready["fallback"] is None:
+                break
+            time.sleep(0.1)
+        assert ready["model_version"] == good and ready["fallback"] is None
+    finally:
+        server.stop()
