@@ -2,6 +2,7 @@
 
 from .files import (
     MAX_ID_LENGTH,
+    MAX_WEIGHT,
     InputError,
     read_features,
     read_interactions,
@@ -12,6 +13,7 @@ from .sample import Sample, load_sample, sample_dir
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_WEIGHT",
     "InputError",
     "Sample",
     "load_sample",
