@@ -415,7 +415,8 @@ def test_a_worker_reconciles_with_a_store_changed_behind_its_back(serving_world)
     periodic check finds it and the worker heals within seconds."""
     world = serving_world
     store = world.feature_store
-    api = world.app().test_client()
+    app = world.app()
+    api = app.test_client()
     assert api.get("/v1/items/i2/similar?k=3").status_code == 200
     assert "ghost" not in world.model.item_space_.entities
     r = world.redis
@@ -435,6 +436,17 @@ def test_a_worker_reconciles_with_a_store_changed_behind_its_back(serving_world)
     assert took < 3.0
     text = api.get("/metrics").data.decode()
     assert 'hybridrec_item_updates_total{op="reconcile"} 2.0' in text
+    # same clock, same catalog size, other features: the digest tells
+    before = app.extensions["hybridrec"].state.snapshot.item_vector("i4")
+    assert store.get_features("items", "i4") != {"genre:2": 1.0}
+    r.delete(store.key("items", "i4"))
+    r.hset(store.key("items", "i4"), mapping={"genre:2": 1.0})
+    r.hset(store.live_key, "i4", r.get(store.clock_key))
+    _wait(
+        lambda: (app.extensions["hybridrec"].state.snapshot.item_vector("i4") != before).any(),
+        5,
+        "reconciliation by digest",
+    )
 
 
 def test_workers_keep_the_tombstones_of_model_items_past_the_cap(serving_world):

@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from hybridrec.errors import StoreUnavailable
 from hybridrec.io import read_features, read_interactions
-from hybridrec.store.features import RESYNC, FeatureStore
+from hybridrec.store.features import DIGEST_MODULUS, RESYNC, FeatureStore, item_digest
 
 
 @pytest.fixture
@@ -239,8 +239,22 @@ def test_item_states_carry_per_item_sequences(store):
     store.put_features("items", "i", {"g": 2.0}, replace=False)
     seq, features = store.item_states(["i"])["i"]
     assert features == {"g": 2.0} and seq == store.item_position()[0]
-    assert store.item_position() == (seq, 2, store.latest_change_cursor())
+    assert store.item_position()[:3] == (seq, 2, store.latest_change_cursor())
     assert store.deleted_item_ids() == set()
+
+
+@pytest.mark.parametrize("ids", [["a", "b"], ["é/ü\u2603", "x}{y", "1\n2", " "]])
+def test_the_catalog_digest_is_the_sum_a_reader_computes(store, ids):
+    """A worker compares one number with the store to know it applied the same states."""
+    for n, item_id in enumerate(ids * 3):
+        if n % 3 == 2:
+            store.delete_features("items", item_id)
+        else:
+            store.put_features("items", item_id, {"f": float(n)})
+    store.load_features("items", features_frame([(i, "g", 1.0) for i in ids[:1] + ["bulk"]]))
+    live, _ = store.item_sequences()
+    expected = sum(item_digest(i, seq) for i, seq in live.items()) % DIGEST_MODULUS
+    assert store.item_position()[3] == expected and len(live) == store.count("items")
 
 
 def test_regression_put_racing_delete_leaves_state_and_feed_in_one_order(store):
@@ -313,6 +327,8 @@ def test_items_of_the_earlier_layout_are_moved_once(any_redis_client):
     assert [c[:2] for c in store.item_changes_since("0-0")[1]][-1] == ("c", "put")
     again = FeatureStore(r, prefix="hr")
     assert again.catalog_ids() == ["a", "b", "c"] and again.count("items") == 3
+    live, _ = again.item_sequences()
+    assert again.item_position()[3] == sum(item_digest(i, s) for i, s in live.items())
 
 
 def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_client):

@@ -24,11 +24,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import HybridrecError, StoreUnavailable
-from ..store.features import RESYNC
+from ..store.features import DIGEST_MODULUS, RESYNC, item_digest
 from .metrics import Metrics
 from .snapshot import Snapshot
 
@@ -46,25 +46,40 @@ log = logging.getLogger("hybridrec.serving")
 TICK = 0.25  # seconds between change-feed polls: new items are live within half a second
 RETRY_FAILED = 30.0  # seconds before a version that failed to load is tried again
 FALLBACK_TRIES = 5  # healthy-looking versions tried when the current one fails to load
-RECONCILE_CHECK = 1.0  # seconds between cheap catalog checks (clock and size)
-RECONCILE_FULL = 30.0  # seconds between full comparisons of every item's sequence
+RECONCILE_CHECK = 1.0  # seconds between cheap catalog checks (clock, size and digest)
+RECONCILE_FULL = 300.0  # seconds between full comparisons of every item's sequence
 
 
-@dataclass
 class CatalogPosition:
     """How far a snapshot follows the store's item catalog.
 
     ``seqs``: per item, the sequence of the state applied (``> 0`` put, ``< 0`` deleted);
     a change-feed entry or a state not newer than it is skipped, so changes apply in
     sequence order whatever order they arrive in. ``clock``: the newest sequence seen.
+    ``live`` and ``digest`` summarise the put items as the store does (see
+    :func:`~hybridrec.store.features.item_digest`), so that one read compares them.
     """
 
-    cursor: str
-    clock: int
-    seqs: dict[str, int] = field(default_factory=dict)
+    def __init__(self, cursor: str, clock: int, seqs: dict[str, int] | None = None):
+        self.cursor = cursor
+        self.clock = clock
+        self.seqs: dict[str, int] = {}
+        self.live = 0
+        self.digest = 0
+        for item_id, seq in (seqs or {}).items():
+            self.set(item_id, seq)
 
-    def live(self) -> int:
-        return sum(1 for seq in self.seqs.values() if seq > 0)
+    def set(self, item_id: str, seq: int) -> None:
+        """Record the state applied for ``item_id`` (``0``: forget it)."""
+        old = self.seqs.pop(item_id, 0)
+        if old > 0:
+            self.live -= 1
+            self.digest = (self.digest - item_digest(item_id, old)) % DIGEST_MODULUS
+        if seq > 0:
+            self.live += 1
+            self.digest = (self.digest + item_digest(item_id, seq)) % DIGEST_MODULUS
+        if seq:
+            self.seqs[item_id] = seq
 
 
 def _catalog_changes(
@@ -94,7 +109,7 @@ def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, CatalogPo
 
     Tombstones of items the model knows are retired (kept past the tombstone cap).
     """
-    clock, _, cursor = feature_store.item_position()  # first: later changes are replayed
+    clock, _, cursor, _ = feature_store.item_position()  # first: later changes are replayed
     live, tombstones = feature_store.item_sequences()
     states = feature_store.item_states(list(live))
     _, feed = feature_store.item_changes_since("0-0")
@@ -513,16 +528,14 @@ class Reloader:
     ) -> int:
         """Apply item states newer than the ones applied (all of them with ``force``);
         return how many changed the snapshot's view."""
-        seqs = self._position.seqs
+        position = self._position
+        seqs = position.seqs
         changes: dict[str, dict | None] = {}
         for item_id, (seq, features) in states.items():
             if not force and seq != 0 and abs(seq) <= abs(seqs.get(item_id, 0)):
                 continue  # this state, or a newer one, is applied already
             changes[item_id] = features if seq > 0 else None
-            if seq:
-                seqs[item_id] = seq
-            else:  # unknown to the store: deleted, its tombstone expired
-                seqs.pop(item_id, None)
+            position.set(item_id, seq)  # 0: unknown to the store (its tombstone expired)
         if not changes:
             return 0
         nxt = snap.with_items(changes)
@@ -543,13 +556,17 @@ class Reloader:
         match what this worker applied; otherwise reconcile at once."""
         position = self._position
         try:
-            clock, size, cursor = self.feature_store.item_position()
+            clock, size, cursor, digest = self.feature_store.item_position()
         except HybridrecError as exc:
             self.store_failed("catalog_check", exc)
             return
         if clock < position.clock:
             self._reconcile(self.state.snapshot, "store_went_back")
-        elif cursor == position.cursor and (clock, size) != (position.clock, position.live()):
+        elif cursor == position.cursor and (clock, size, digest) != (
+            position.clock,
+            position.live,
+            position.digest,
+        ):
             self._reconcile(self.state.snapshot, "mismatch")
 
     def _reconcile(self, snap: Snapshot | None, reason: str) -> None:
@@ -563,7 +580,7 @@ class Reloader:
         self._next_reconcile = time.monotonic() + RECONCILE_FULL
         fs = self.feature_store
         try:
-            clock, _, cursor = fs.item_position()
+            clock, _, cursor, _ = fs.item_position()
             live, tombstones = fs.item_sequences()
             seqs = position.seqs
             differ = {i for i, seq in live.items() if seqs.get(i) != seq}
@@ -575,7 +592,7 @@ class Reloader:
             self.store_failed("reconcile", exc)
             return
         for item_id in [i for i, seq in seqs.items() if seq < 0 and i not in tombstones]:
-            del seqs[item_id]  # forgotten by the store: keeps this map bounded too
+            position.set(item_id, 0)  # forgotten by the store: keeps this map bounded too
         position.cursor, position.clock = cursor, clock
         if healed:
             self.metrics.item_updates.labels(op="reconcile").inc(healed)

@@ -32,6 +32,7 @@ index is always a superset of the users with features. Values are plain strings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -44,7 +45,7 @@ import pandas as pd
 from ..errors import HybridrecError
 from .connection import redis_errors
 
-__all__ = ["FeatureStore", "KINDS", "RESYNC"]
+__all__ = ["DIGEST_MODULUS", "FeatureStore", "KINDS", "RESYNC", "item_digest"]
 
 KINDS = ("users", "items")
 RESYNC = "resync"
@@ -66,27 +67,42 @@ return #ARGV / 2
 TOMBSTONES_MAX = 10_000
 """Tombstones of items no served model knows are capped at this many (the newest kept)."""
 
-# Item scripts. KEYS[1..5] are always: live, deleted, retired, clock, changes; then the
-# feature hashes of the items named in ARGV, in order. All keys share the {P:items} slot.
-#
+# Item scripts. KEYS[1..6] are always: live, deleted, retired, clock, changes, digest;
+# then the feature hashes of the items named in ARGV, in order. All keys share the
+# {P:items} slot. The digest is the sum, modulo 2^52, of item_digest(id, seq) over the
+# live items (the first 13 hex digits of sha1("<id>\n<seq>")): a reader that applied
+# the same states computes the same sum, so one GET tells whether it diverged.
+_DIGEST = """
+local M = 4503599627370496
+local function h(id, seq)
+  return tonumber(string.sub(redis.sha1hex(id .. '\\n' .. seq), 1, 13), 16)
+end
+"""
+
 # Put items. ARGV: mode ('replace' | 'merge' | 'absent': only items not live, for the
 # layout migration), changes maxlen, feed field ('id' | 'ids'), feed value, then per item:
 # id, number of fields, field, weight, field, weight, ... -> the sequence (0: nothing put)
-_PUT_ITEMS = """
+_PUT_ITEMS = (
+    _DIGEST
+    + """
 local mode, pos, seq, n = ARGV[1], 5, nil, 0
-local put = {}
+local digest = tonumber(redis.call('GET', KEYS[6]) or '0')
+local put = 0
 while pos <= #ARGV do
   local id, nf = ARGV[pos], tonumber(ARGV[pos + 1])
   local first, last = pos + 2, pos + 1 + 2 * nf
-  local key = KEYS[5 + #put + 1]
-  put[#put + 1] = id
-  if mode ~= 'absent' or redis.call('HEXISTS', KEYS[1], id) == 0 then
+  put = put + 1
+  local key = KEYS[6 + put]
+  local old = redis.call('HGET', KEYS[1], id)
+  if mode ~= 'absent' or not old then
     seq = seq or redis.call('INCR', KEYS[4])
     if mode ~= 'merge' then redis.call('DEL', key) end
     for i = first, last, 1000 do
       redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
     end
+    if old then digest = (digest - h(id, old)) % M end
     redis.call('HSET', KEYS[1], id, seq)
+    digest = (digest + h(id, seq)) % M
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     n = n + 1
@@ -94,15 +110,24 @@ while pos <= #ARGV do
   pos = last + 1
 end
 if n == 0 then return 0 end
+redis.call('SET', KEYS[6], string.format('%.0f', digest))
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[4], 'op', 'put', 'seq', seq)
 return seq
 """
+)
 
 # Delete one item. ARGV: id, changes maxlen, tombstones max -> the sequence (0: unknown)
-_DELETE_ITEM = """
+_DELETE_ITEM = (
+    _DIGEST
+    + """
 local id = ARGV[1]
-local existed = redis.call('HDEL', KEYS[1], id) + redis.call('DEL', KEYS[6])
+local old = redis.call('HGET', KEYS[1], id)
+local existed = redis.call('HDEL', KEYS[1], id) + redis.call('DEL', KEYS[7])
 if existed == 0 then return 0 end
+if old then
+  local digest = tonumber(redis.call('GET', KEYS[6]) or '0')
+  redis.call('SET', KEYS[6], string.format('%.0f', (digest - h(id, old)) % M))
+end
 local seq = redis.call('INCR', KEYS[4])
 if redis.call('ZSCORE', KEYS[3], id) then
   redis.call('ZADD', KEYS[3], seq, id)
@@ -114,6 +139,7 @@ end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'id', id, 'op', 'delete', 'seq', seq)
 return seq
 """
+)
 
 # The state of items. ARGV: ids -> per item {seq, {field, weight, ...}}: seq > 0 live
 # (put at seq), < 0 deleted at -seq, 0 unknown (never put, or its tombstone is gone)
@@ -123,7 +149,7 @@ for j = 1, #ARGV do
   local id = ARGV[j]
   local seq = redis.call('HGET', KEYS[1], id)
   if seq then
-    out[j] = {tonumber(seq), redis.call('HGETALL', KEYS[5 + j])}
+    out[j] = {tonumber(seq), redis.call('HGETALL', KEYS[6 + j])}
   else
     local gone = redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[3], id)
     out[j] = {gone and -tonumber(gone) or 0, {}}
@@ -132,12 +158,21 @@ end
 return out
 """
 
-# Where the catalog stands: {clock, catalog size, newest feed entry id or ''}
+# Where the catalog stands: {clock, catalog size, newest feed entry id or '', digest}
 _POSITION = """
 local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
 return {tonumber(redis.call('GET', KEYS[4]) or '0'), redis.call('HLEN', KEYS[1]),
-        last[1] and last[1][1] or ''}
+        last[1] and last[1][1] or '', redis.call('GET', KEYS[6]) or '0'}
 """
+
+
+def item_digest(item_id: str, seq: int) -> int:
+    """The share of one live item in the catalog digest (see the item scripts)."""
+    text = f"{item_id}\n{seq}".encode()
+    return int(hashlib.sha1(text, usedforsecurity=False).hexdigest()[:13], 16)
+
+
+DIGEST_MODULUS = 1 << 52
 
 # Tombstones of an earlier layout. ARGV: ids; those in the catalog since are skipped
 _TOMBSTONE_ABSENT = """
@@ -235,12 +270,14 @@ class FeatureStore:
         self.retired_key = f"{tag}:retired"
         self.clock_key = f"{tag}:clock"
         self.changes_key = f"{tag}:changes"
+        self.digest_key = f"{tag}:digest"
         self._item_keys = [
             self.live_key,
             self.deleted_key,
             self.retired_key,
             self.clock_key,
             self.changes_key,
+            self.digest_key,
         ]
         self._scripts: dict[str, Any] = {}
         self._layout_checked = False
@@ -348,11 +385,12 @@ class FeatureStore:
         return out
 
     @_guard
-    def item_position(self) -> tuple[int, int, str]:
-        """``(clock, catalog size, newest feed cursor or "0-0")`` read atomically: the
-        clock is the sequence of the newest item write."""
-        clock, size, last = self._items_script(_POSITION, [], [])
-        return int(clock), int(size), _s(last) or "0-0"
+    def item_position(self) -> tuple[int, int, str, int]:
+        """``(clock, catalog size, newest feed cursor or "0-0", digest)`` read atomically:
+        the clock is the sequence of the newest item write, the digest the sum of
+        :func:`item_digest` over the catalog modulo :data:`DIGEST_MODULUS`."""
+        clock, size, last, digest = self._items_script(_POSITION, [], [])
+        return int(clock), int(size), _s(last) or "0-0", int(digest)
 
     @_guard
     def item_sequences(self) -> tuple[dict[str, int], dict[str, int]]:
