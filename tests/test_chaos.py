@@ -3,9 +3,8 @@
 Each test is bounded in time and in requests:
 
 - PUT racing DELETE of one item, 40 bursts against two servers, on a Redis server and on
-  a 3-master Redis Cluster: the store, the change
-  feed and every worker agree within 5 s, and so does a worker killed and restarted
-  afterwards (issue 9, item 2);
+  a 3-master Redis Cluster: the store, the change feed and every worker agree within 5 s,
+  and so does a worker killed and restarted afterwards (issue 9, item 2);
 - a corrupt current version: a 2-worker server serves the previous healthy version, says
   so in /readyz, /v1/model, /metrics and its log, and follows a later good publish
   (item 5);
