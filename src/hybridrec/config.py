@@ -51,6 +51,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
+        """Settings from ``HYBRIDREC_*`` variables, then ``overrides`` that are not None.
+
+        A malformed ``redis_url`` raises :class:`~hybridrec.errors.StoreUnavailable` (one
+        line, the password hidden).
+        """
         env = os.environ
         base = cls(
             redis_url=env.get("HYBRIDREC_REDIS_URL") or None,
@@ -66,4 +71,9 @@ class Settings:
             serve_redis_timeout=_float("HYBRIDREC_SERVE_REDIS_TIMEOUT", cls.serve_redis_timeout),
             gate_tolerance=_float("HYBRIDREC_GATE_TOLERANCE", cls.gate_tolerance),
         )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.redis_url is not None:  # refuse a malformed URL before any work
+            from .store.connection import parse_redis_url
+
+            parse_redis_url(settings.redis_url)
+        return settings
