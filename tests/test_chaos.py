@@ -36,10 +36,9 @@ from hybridrec.model import HybridLightFM
 from hybridrec.modelstore.store import ModelStore
 
 from .conftest import _free_port, _serving_world
+from .live_server import HYBRIDREC, server_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
-
-EXE = str(Path(sys.executable).parent / "hybridrec")
 
 
 def _children(pid: int) -> list[int]:
@@ -60,15 +59,7 @@ class Servers:
     worker each (the default) a request names the worker it asks."""
 
     def __init__(self, settings, tmp_path: Path, count: int = 2, workers: int = 1, **env: str):
-        self.env = {
-            **os.environ,
-            "HYBRIDREC_REDIS_URL": settings.redis_url,
-            "HYBRIDREC_KEY_PREFIX": settings.key_prefix,
-            "HYBRIDREC_MODEL_STORE": settings.model_store,
-            "HYBRIDREC_RELOAD_INTERVAL": "0.5",
-            **env,
-        }
-        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.env = server_env(settings, HYBRIDREC_RELOAD_INTERVAL="0.5", **env)
         self.tmp_path, self.workers = tmp_path, workers
         self.procs: list[subprocess.Popen] = []
         self.bases: list[str] = []
@@ -82,7 +73,7 @@ class Servers:
         port = self.bases[n].rsplit(":", 1)[1]
         with open(self.logs[n], "ab") as log:
             return subprocess.Popen(
-                [EXE, "serve", "--port", port, "--workers", str(self.workers)],
+                [HYBRIDREC, "serve", "--port", port, "--workers", str(self.workers)],
                 cwd=self.tmp_path,
                 env=self.env,
                 stdout=log,
@@ -319,17 +310,11 @@ print(publish_model(env.model_store, env.registry, model)["version"], flush=True
 
 
 def _publisher(settings, source: str, version: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "HYBRIDREC_REDIS_URL": settings.redis_url,
-        "HYBRIDREC_KEY_PREFIX": settings.key_prefix,
-        "HYBRIDREC_MODEL_STORE": settings.model_store,
-    }
     proc = subprocess.Popen(
         [sys.executable, "-c", _PUBLISHER, source, version],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env=env,
+        env=server_env(settings),
         text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
