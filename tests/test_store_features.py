@@ -214,7 +214,7 @@ def test_item_changes_feed(store):
 def test_a_bulk_load_announces_every_item_in_few_feed_entries(store):
     frame = features_frame([(f"i{n}", "f", 1.0) for n in range(5000)])
     store.load_features("items", frame)
-    assert 1 < store.client.xlen(store.changes_key) < 10
+    assert 1 < store.client.xlen(store.changes_key) <= 10
     cursor, changes = store.item_changes_since("0-0")
     assert [change[:2] for change in changes] == [(f"i{n}", "put") for n in range(5000)]
 

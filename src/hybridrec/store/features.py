@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -55,6 +56,8 @@ past a consumer's cursor: changes were lost, re-read the whole catalog."""
 _LETTER = {"users": "u", "items": "i"}
 _CHUNK_FIELDS = 20_000  # hash fields (or log entries) sent per pipeline round trip
 _CHUNK_ENTITIES = 2_000
+# items go in transactions, during which Redis serves no one else: a quarter of that
+_ITEM_CHUNK_FIELDS, _ITEM_CHUNK_ENTITIES = _CHUNK_FIELDS // 4, _CHUNK_ENTITIES // 4
 _PAGE = 5_000  # entries per XRANGE / ids per SSCAN batch
 _guard = redis_errors("the feature store (Redis)")
 _REPLACE_HASH = """
@@ -79,41 +82,50 @@ local function h(id, seq)
 end
 """
 
-# Put items. ARGV: mode ('replace' | 'merge' | 'absent': only items not live, for the
-# layout migration), changes maxlen, feed field ('id' | 'ids'), feed value, then per item:
-# id, number of fields, field, weight, field, weight, ... -> the sequence (0: nothing put)
-_PUT_ITEMS = (
-    _DIGEST
-    + """
-local mode, pos, seq, n = ARGV[1], 5, nil, 0
+# Book items as put under one new sequence: catalog entries, digest, tombstones removed,
+# one feed entry. Expects a table `done` of the ids. ARGV: (unused), changes maxlen, feed
+# field ('id' | 'ids'), feed value, then the ids -> the sequence
+_BOOK = """
+local seq = redis.call('INCR', KEYS[4])
 local digest = tonumber(redis.call('GET', KEYS[6]) or '0')
-local put = 0
-while pos <= #ARGV do
-  local id, nf = ARGV[pos], tonumber(ARGV[pos + 1])
-  local first, last = pos + 2, pos + 1 + 2 * nf
-  put = put + 1
-  local key = KEYS[6 + put]
+for _, id in ipairs(done) do
   local old = redis.call('HGET', KEYS[1], id)
-  if mode ~= 'absent' or not old then
-    seq = seq or redis.call('INCR', KEYS[4])
-    if mode ~= 'merge' then redis.call('DEL', key) end
-    for i = first, last, 1000 do
-      redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
-    end
-    if old then digest = (digest - h(id, old)) % M end
-    redis.call('HSET', KEYS[1], id, seq)
-    digest = (digest + h(id, seq)) % M
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    n = n + 1
-  end
-  pos = last + 1
+  if old then digest = (digest - h(id, old)) % M end
+  redis.call('HSET', KEYS[1], id, seq)
+  digest = (digest + h(id, seq)) % M
 end
-if n == 0 then return 0 end
+for i = 1, #done, 1000 do
+  redis.call('ZREM', KEYS[2], unpack(done, i, math.min(i + 999, #done)))
+  redis.call('ZREM', KEYS[3], unpack(done, i, math.min(i + 999, #done)))
+end
 redis.call('SET', KEYS[6], string.format('%.0f', digest))
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[4], 'op', 'put', 'seq', seq)
 return seq
 """
+
+# Put items whose features the same MULTI/EXEC transaction has just written (so readers
+# see the features and the booking together, or neither).
+_PUT_ITEMS = _DIGEST + "local done = {unpack(ARGV, 5)}\n" + _BOOK
+
+# Adopt items of an earlier layout (KEYS[7..]: staged hash, final hash, per id), those not
+# in the catalog only: the staged hash becomes the item's features.
+_ADOPT_ITEMS = (
+    _DIGEST
+    + """
+local done = {}
+for j = 5, #ARGV do
+  local id, staged, final = ARGV[j], KEYS[2 * j - 3], KEYS[2 * j - 2]
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    redis.call('DEL', final)
+    if redis.call('EXISTS', staged) == 1 then redis.call('RENAME', staged, final) end
+    done[#done + 1] = id
+  else
+    redis.call('DEL', staged)
+  end
+end
+if #done == 0 then return 0 end
+"""
+    + _BOOK
 )
 
 # Delete one item. ARGV: id, changes maxlen, tombstones max -> the sequence (0: unknown)
@@ -499,7 +511,8 @@ class FeatureStore:
         in the frame, all of its features by the frame's (entities absent from the frame
         are untouched). A repeated ``(id, feature)`` keeps the last weight
         (:func:`hybridrec.io.read_features` has already summed duplicates). Everything is
-        checked before anything is written. Sent in pipelines of about 20k fields.
+        checked before anything is written. Sent in pipelines of about 20k fields (items:
+        transactions of about 5k fields, each with one feed entry).
         """
         if len(frame) == 0:
             return 0
@@ -522,10 +535,15 @@ class FeatureStore:
         key_of = self.key
         index = self.index_key(kind)
 
+        most_entities, most_fields = (
+            (_ITEM_CHUNK_ENTITIES, _ITEM_CHUNK_FIELDS)
+            if kind == "items"
+            else (_CHUNK_ENTITIES, _CHUNK_FIELDS)
+        )
         start = 0
         while start < len(ids):
             stop, fields = start, 0
-            while stop < len(ids) and stop - start < _CHUNK_ENTITIES and fields < _CHUNK_FIELDS:
+            while stop < len(ids) and stop - start < most_entities and fields < most_fields:
                 fields += int(bounds[stop + 1] - bounds[stop])
                 stop += 1
             chunk = []
@@ -533,7 +551,7 @@ class FeatureStore:
                 lo, hi = int(bounds[j]), int(bounds[j + 1])
                 pairs = list(zip(names_sorted[lo:hi], weights_sorted[lo:hi], strict=True))
                 chunk.append((ids[j], pairs))
-            if kind == "items":  # one script per chunk: catalog, hashes and feed together
+            if kind == "items":  # one transaction per chunk: hashes, catalog and feed
                 self._put_items(chunk, replace)
             else:
                 pipe = self.client.pipeline(transaction=False)
@@ -544,17 +562,28 @@ class FeatureStore:
             start = stop
         return len(frame)
 
-    def _put_items(
-        self, items: list[tuple[str, list[tuple[str, float]]]], replace: bool, mode: str = ""
-    ) -> int:
-        """Put items ``[(id, [(feature, weight), ...])]`` in one script; the sequence."""
-        ids = [item_id for item_id, _ in items]
-        feed = ("id", ids[0]) if len(ids) == 1 else ("ids", json.dumps(ids))
-        args: list[Any] = [mode or ("replace" if replace else "merge"), self.changes_maxlen, *feed]
+    def _put_items(self, items: list[tuple[str, list[tuple[str, float]]]], replace: bool) -> int:
+        """Put items ``[(id, [(feature, weight), ...])]`` in one MULTI/EXEC transaction
+        (the hashes, then the booking script); return the sequence."""
+        if not self._layout_checked:
+            self._upgrade_layout()
+        pipe = self.client.pipeline(transaction=True)  # one slot: fine in a cluster
         for item_id, pairs in items:
-            args += [item_id, len(pairs)]
-            args += [x for pair in pairs for x in pair]
-        return int(self._items_script(_PUT_ITEMS, ids, args))
+            key = self._item_prefix + item_id
+            if replace:
+                pipe.delete(key)
+            flat = [x for pair in pairs for x in pair]
+            for lo in range(0, len(flat), 2 * _CHUNK_FIELDS):
+                pipe.hset(key, items=flat[lo : lo + 2 * _CHUNK_FIELDS])
+        self._queue_booking(pipe, _PUT_ITEMS, [item_id for item_id, _ in items], [])
+        return int(pipe.execute()[-1])
+
+    def _queue_booking(self, pipe: Any, script: str, ids: list[str], keys: list[str]) -> None:
+        # EVAL, not EVALSHA: an unknown script inside MULTI would fail after the writes
+        feed = ("id", ids[0]) if len(ids) == 1 else ("ids", json.dumps(ids))
+        keys = self._item_keys + keys
+        args = ["", self.changes_maxlen, *feed, *ids]
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
 
     def _queue_hash(
         self, pipe: Any, key: str, pairs: list[tuple[str, float]], replace: bool
@@ -587,18 +616,23 @@ class FeatureStore:
             return
         self._layout_checked = True  # the scripts below check it again otherwise
         while True:
-            batch = [_s(i) for i in self.client.srandmember(old_index, _CHUNK_ENTITIES) or []]
+            batch = [_s(i) for i in self.client.srandmember(old_index, _ITEM_CHUNK_ENTITIES) or []]
             if not batch:
                 break
             old_keys = [f"{p}:{{i:{i}}}:f" for i in batch]
             pipe = self.client.pipeline(transaction=False)
             for key in old_keys:
                 pipe.hgetall(key)
-            items = [
-                (i, list(_features(raw).items()))
-                for i, raw in zip(batch, pipe.execute(), strict=True)
-            ]
-            self._put_items(items, replace=True, mode="absent")
+            raws = pipe.execute()
+            stage = f"{self.live_key}:stage:{uuid.uuid4().hex}:"
+            pipe = self.client.pipeline(transaction=True)
+            for item_id, raw in zip(batch, raws, strict=True):
+                if raw:
+                    pipe.hset(stage + item_id, mapping=raw)
+                    pipe.expire(stage + item_id, 3600)  # if this process dies meanwhile
+            pairs = [[stage + i, self._item_prefix + i] for i in batch]
+            self._queue_booking(pipe, _ADOPT_ITEMS, batch, [k for pair in pairs for k in pair])
+            pipe.execute()
             pipe = self.client.pipeline(transaction=False)
             pipe.srem(old_index, *batch)
             for key in old_keys:
