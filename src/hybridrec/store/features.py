@@ -17,10 +17,12 @@ hash tag, so all keys of one tag live in one slot and a script may touch them to
     P:log                  stream fields u, i, w, t (user, item, weight, unix seconds);
                                   capped at ``log_maxlen`` (approximate MAXLEN ~)
 
-Every item write is one Lua script on the ``{P:items}`` slot (in a cluster too): it takes
-the next sequence from the clock, writes the features, the catalog entry, the tombstone
-and the change-feed entry together, so the feed's order is the order of the states and
-an item's state always carries the sequence of the write that made it. Readers of the
+Every item write is one atomic step on the ``{P:items}`` slot (in a cluster too): a
+delete is one Lua script; a put is one MULTI/EXEC transaction that writes the hashes and
+then runs a small booking script. Either takes the next sequence from the clock and
+writes the features, the catalog entry, the tombstone and the change-feed entry together,
+so the feed's order is the order of the states and an item's state always carries the
+sequence of the write that made it. Readers of the
 feed compare sequences per item (see :mod:`hybridrec.serving.reloader`). The catalog is
 therefore one slot of a cluster; users, their seen sets and their features spread.
 
