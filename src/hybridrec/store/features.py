@@ -385,8 +385,8 @@ class FeatureStore:
         ``-seq`` (features None); ``0`` unknown (never put, or its tombstone expired)."""
         ids = [_check_id(i) for i in ids]
         out: dict[str, tuple[int, dict[str, float] | None]] = {}
-        for lo in range(0, len(ids), _CHUNK_ENTITIES):
-            batch = ids[lo : lo + _CHUNK_ENTITIES]
+        for lo in range(0, len(ids), _ITEM_CHUNK_ENTITIES):  # a script holds Redis too
+            batch = ids[lo : lo + _ITEM_CHUNK_ENTITIES]
             states = self._items_script(_READ_ITEMS, batch, batch)
             for item_id, (seq, flat) in zip(batch, states, strict=True):
                 seq = int(seq)
