@@ -18,7 +18,6 @@ it once and use that snapshot to the end, so a request never sees half a model. 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logs
 from ..errors import HybridrecError, StoreUnavailable
 from ..store.features import DIGEST_MODULUS, RESYNC, item_digest
 from .metrics import Metrics
@@ -126,9 +126,8 @@ def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, CatalogPo
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
-    """One structured (JSON) log line."""
-    if log.isEnabledFor(level):
-        log.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+    """One structured (JSON) log line of the serving logger."""
+    logs.log_event(log, level, event, **fields)
 
 
 class ServingState:

@@ -12,19 +12,21 @@ hash tag, so all keys of one tag live in one slot and a script may touch them to
     {P:items}:deleted      zset   item id -> sequence of its delete (tombstones), capped
     {P:items}:retired      zset   the same, for items a served model knows: never capped
     {P:items}:clock        string the last sequence given to an item write
+    {P:items}:digest       string sum of item_digest(id, seq) over the catalog, mod 2^52
     {P:items}:changes      stream fields op ("put" | "delete"), seq, and id, or ids (a JSON
                                   list of the ids of one bulk-load chunk); ~100k entries
     P:log                  stream fields u, i, w, t (user, item, weight, unix seconds);
                                   capped at ``log_maxlen`` (approximate MAXLEN ~)
+    P:items:meta           hash   item id -> metadata JSON (``store/metadata.py``)
 
 Every item write is one atomic step on the ``{P:items}`` slot (in a cluster too): a
 delete is one Lua script; a put is one MULTI/EXEC transaction that writes the hashes and
 then runs a small booking script. Either takes the next sequence from the clock and
 writes the features, the catalog entry, the tombstone and the change-feed entry together,
 so the feed's order is the order of the states and an item's state always carries the
-sequence of the write that made it. Readers of the
-feed compare sequences per item (see :mod:`hybridrec.serving.reloader`). The catalog is
-therefore one slot of a cluster; users, their seen sets and their features spread.
+sequence of the write that made it. Readers of the feed compare sequences per item (see
+:mod:`hybridrec.serving.reloader`). The catalog is therefore one slot of a cluster;
+users, their seen sets and their features spread.
 
 A user's replace deletes and rewrites the hash in one Lua script (one key), so a reader
 sees the old features or the new ones, never a mix or nothing. User writes add an id to
@@ -47,6 +49,7 @@ import pandas as pd
 
 from ..errors import HybridrecError
 from .connection import redis_errors
+from .metadata import ItemMetadata
 
 __all__ = ["DIGEST_MODULUS", "FeatureStore", "KINDS", "RESYNC", "item_digest"]
 
@@ -248,7 +251,7 @@ def _check_features(features: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-class FeatureStore:
+class FeatureStore(ItemMetadata):
     """Features of users and items, the catalog, seen sets and the interaction log.
 
     ``client`` is a redis-py ``Redis`` or ``RedisCluster``; every public method raises
@@ -770,6 +773,13 @@ class FeatureStore:
         )
         frame.attrs["last_id"] = last
         return frame
+
+    @_guard
+    def log_cursor(self) -> str:
+        """Cursor of the newest log entry (``"0-0"`` if none): what ``read_interactions``
+        would put in ``attrs["last_id"]`` now, without reading the log."""
+        last = self.client.xrevrange(self.log_key, "+", "-", count=1)
+        return _s(last[0][0]) if last else "0-0"
 
     @_guard
     def log_length(self) -> int:
