@@ -37,21 +37,9 @@ from hybridrec.modelstore.store import ModelStore
 
 from .conftest import _free_port, _serving_world
 from .live_server import HYBRIDREC, server_env
+from .test_chaos_server import _children
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
-
-
-def _children(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 class Servers:
