@@ -21,7 +21,7 @@ def _snapshot_of(settings: Settings) -> dict:
     env = Env(settings)
     try:
         store = env.feature_store
-        log = store.read_interactions()
+        log = store.read_interactions().drop(columns=["log_ms", "log_seq"])  # arrival ids
         return {
             "users": dict(store.iter_features("users")),
             "items": dict(store.iter_features("items")),

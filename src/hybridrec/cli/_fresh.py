@@ -40,7 +40,12 @@ from ._env import Env
 )
 @click.option("--warm-epochs", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="training threads [default: every core this process may use]",
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--max-cycles", type=click.IntRange(1), default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="one cycle: print its report as JSON")
@@ -75,6 +80,8 @@ def retrain(
             warm_epochs=warm_epochs,
             seed=seed,
             num_threads=threads,
+            archive=env.archive,
+            sample_users=env.settings.eval_users,
         )
 
     if every is None:

@@ -97,6 +97,55 @@ def interactions_load(env: Env, path: str) -> None:
     )
 
 
+@interactions.command("archive")
+@click.option(
+    "--retention",
+    default=None,
+    metavar="INTERVAL",
+    help="keep log entries younger than this in Redis, e.g. 30d, 12h, 0 (archive all) "
+    "[default: HYBRIDREC_LOG_RETENTION or 30d]",
+)
+@click.option(
+    "--to",
+    "url",
+    default=None,
+    metavar="DIR|URL",
+    help="the archive: a directory or fsspec URL [default: HYBRIDREC_ARCHIVE or "
+    ".hybridrec/archive]",
+)
+@click.option("--batch", type=click.IntRange(1), default=200_000, show_default=True)
+@click.pass_obj
+def interactions_archive(env: Env, retention: str | None, url: str | None, batch: int) -> None:
+    """Move log entries older than the retention into Parquet files partitioned by day.
+
+    Each batch is written, read back and compared, renamed into place, and only then
+    trimmed from the log: a run killed at any point loses and duplicates nothing (run it
+    again). Training reads the archive plus the log.
+    """
+    from ..store.log import Archive, archive_log
+    from ..training.retrain import parse_interval
+
+    text = retention or env.settings.log_retention
+    try:
+        seconds = 0.0 if text.strip() in ("0", "0s") else parse_interval(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
+    archive = Archive(url or env.settings.archive_url)
+    older_than_ms = int((time.time() - seconds) * 1000)
+    result = archive_log(
+        env.feature_store,
+        archive,
+        older_than_ms=older_than_ms,
+        batch=batch,
+        on_batch=lambda n, last: click.echo(f"archived {n} entries, up to {last}", err=True),
+    )
+    click.echo(
+        f"archived {result.archived} log entries in {result.files} files to {archive.url}"
+        f" (archive holds entries up to {result.cursor or 'none'}); "
+        f"the log holds {env.feature_store.log_length()}"
+    )
+
+
 @interactions.command("export")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
 @click.pass_obj
@@ -105,7 +154,7 @@ def interactions_export(env: Env, path: str) -> None:
     the format 'interactions load' reads (user_id,item_id,weight,timestamp)."""
     from ..io.files import write_interactions
 
-    frame = env.feature_store.read_interactions()
+    frame = env.feature_store.read_interactions().drop(columns=["log_ms", "log_seq"])
     if frame.empty:
         raise HybridrecError("the interaction log is empty: nothing to export")
     _export(write_interactions, frame, path)

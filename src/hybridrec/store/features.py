@@ -49,6 +49,7 @@ import pandas as pd
 
 from ..errors import HybridrecError
 from .connection import redis_errors
+from .log import clean_interactions, parse_log_entries
 from .metadata import ItemMetadata
 
 __all__ = ["DIGEST_MODULUS", "FeatureStore", "KINDS", "RESYNC", "item_digest"]
@@ -64,6 +65,7 @@ _CHUNK_ENTITIES = 2_000
 # items go in transactions, during which Redis serves no one else: a quarter of that
 _ITEM_CHUNK_FIELDS, _ITEM_CHUNK_ENTITIES = _CHUNK_FIELDS // 4, _CHUNK_ENTITIES // 4
 _PAGE = 5_000  # entries per XRANGE / ids per SSCAN batch
+_LOG_PAGE = 50_000  # log entries per XRANGE when reading the whole log
 _guard = redis_errors("the feature store (Redis)")
 _REPLACE_HASH = """
 redis.call('DEL', KEYS[1])
@@ -738,41 +740,33 @@ class FeatureStore(ItemMetadata):
         return {_s(i) for i in self.client.smembers(self.seen_key(_check_id(user_id)))}
 
     @_guard
-    def read_interactions(self, since: str | None = None, until: str | None = None) -> pd.DataFrame:
-        """The log as ``user_id, item_id, weight (float64), timestamp (int64 unix s)``.
+    def read_interactions(
+        self, since: str | None = None, until: str | None = None, *, raw: bool = False
+    ) -> pd.DataFrame:
+        """The log as ``user_id, item_id, weight (float64), timestamp (int64 unix s)``
+        and the entry ids ``log_ms, log_seq`` (int64).
 
         Oldest first; ``since`` is a log cursor (exclusive), e.g. a previous call's
         ``frame.attrs["last_id"]``, which names the newest entry read (``"0-0"`` if none);
-        ``until`` (inclusive) stops at a cursor.
+        ``until`` (inclusive) stops at a cursor. Rows training cannot use (a weight not
+        finite in float32, negative or not a number, a missing id or timestamp) are
+        skipped and counted in ``attrs["skipped"]`` (:func:`~.log.clean_interactions`);
+        ``raw=True`` keeps them, unparsed values as NaN.
         """
-        users: list[str] = []
-        items: list[str] = []
-        weights: list[float] = []
-        stamps: list[int] = []
+        pages = []
         last = since or "0-0"
-        start = f"({since}" if since else "-"
+        start = f"({since}" if since and since != "0-0" else "-"
         while True:
-            entries = self.client.xrange(self.log_key, start, until or "+", count=_PAGE)
-            for entry_id, fields in entries:
-                f = {_s(k): v for k, v in fields.items()}
-                users.append(_s(f["u"]))
-                items.append(_s(f["i"]))
-                weights.append(float(f["w"]))
-                stamps.append(int(f["t"]))
-                last = _s(entry_id)
-            if len(entries) < _PAGE:
+            entries = self.client.xrange(self.log_key, start, until or "+", count=_LOG_PAGE)
+            if entries:
+                pages.append(parse_log_entries(entries))
+                last = _s(entries[-1][0])
+            if len(entries) < _LOG_PAGE:
                 break
             start = f"({last}"
-        frame = pd.DataFrame(
-            {
-                "user_id": pd.Series(users, dtype=str),
-                "item_id": pd.Series(items, dtype=str),
-                "weight": np.asarray(weights, np.float64),
-                "timestamp": np.asarray(stamps, np.int64),
-            }
-        )
+        frame = pd.concat(pages, ignore_index=True) if pages else parse_log_entries([])
         frame.attrs["last_id"] = last
-        return frame
+        return frame if raw else clean_interactions(frame)
 
     @_guard
     def log_cursor(self) -> str:

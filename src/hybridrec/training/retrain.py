@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HybridrecError
+from ..store.log import newer_than, parse_cursor, read_training_interactions
 from .charts import metrics_chart
-from .evaluation import evaluate, json_safe
+from .evaluation import DEFAULT_SAMPLE_USERS, evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
-from .trainer import DEFAULT_PARAMS, data_summary, fit_model
+from .trainer import DEFAULT_PARAMS, data_summary, default_threads, fit_model, throughput
 
 __all__ = [
     "CycleResult",
@@ -120,8 +121,8 @@ def _unseen_by_champion(feature_store, interactions, seen_data: dict, mark, log_
     unseen = np.ones(len(interactions), dtype=bool)
     rules = []
     if since:
-        after = len(feature_store.read_interactions(since=since, until=log_last_id))
-        unseen[: len(interactions) - after] = False  # the log is read oldest first
+        # entry ids travel with the rows (archive and log alike): no second read of the log
+        unseen &= newer_than(interactions, parse_cursor(since))
         rules.append(
             "log entries after the champion's data"
             if seen_data.get("log_last_id")
@@ -148,12 +149,20 @@ def retrain_once(
     min_interactions: int = 10,
     min_new_share: float = 0.01,
     seed: int | None = None,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    archive=None,
+    sample_users: int | None = DEFAULT_SAMPLE_USERS,
 ) -> CycleResult:
-    """Run one cycle; see the module docstring."""
+    """Run one cycle; see the module docstring. Interactions: ``archive`` (the log's
+    :class:`~hybridrec.store.log.Archive`, or None) plus the live log; rows training
+    cannot use are skipped and counted in the report's ``data.skipped_rows``."""
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.perf_counter()
-    interactions = feature_store.read_interactions()
+    num_threads = num_threads or default_threads()
+    interactions = read_training_interactions(feature_store, archive)
+    skipped = interactions.attrs.get("skipped") or {}
+    if sum(skipped.values()):
+        log.warning("retrain: skipped unusable log rows: %s", skipped)
     if len(interactions) < min_interactions:
         log.info("retrain: skipped, %d interactions in the log", len(interactions))
         return CycleResult("skipped", reasons=[f"only {len(interactions)} interactions"])
@@ -205,7 +214,12 @@ def retrain_once(
 
     probe = challenger_on(older)
     challenger_metrics = evaluate(
-        probe, newest, user_features=user_features, item_features=item_features, k=k
+        probe,
+        newest,
+        user_features=user_features,
+        item_features=item_features,
+        k=k,
+        sample_users=sample_users,
     )
     champion_metrics = (
         evaluate(
@@ -215,6 +229,7 @@ def retrain_once(
             item_features=item_features,
             k=k,
             model_version=champion_version,
+            sample_users=sample_users,
         )
         if champion is not None
         else None
@@ -225,6 +240,7 @@ def retrain_once(
             metrics["holdout"] = measured_on  # shown by 'models list' beside the numbers
     decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
     final = challenger_on(interactions)
+    fit_cost = throughput(final)
     status = "published" if decision.passed else "refused"
     report = {
         "started_at": started,
@@ -232,6 +248,8 @@ def retrain_once(
         "holdout": measured_on,
         "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
+        "threads": num_threads,
+        "throughput": fit_cost,
         "params": merged,
         "challenger": {"metrics": challenger_metrics},
         "champion": (
@@ -248,7 +266,7 @@ def retrain_once(
     manifest = model_store.write(
         final,
         metrics=report["challenger"]["metrics"],
-        extra={"data": report["data"], "mode": report["mode"]},
+        extra={"data": report["data"], "mode": report["mode"], "throughput": fit_cost},
     )
     version = manifest["version"]
     report["challenger"]["version"] = version
