@@ -92,6 +92,26 @@ IdList = Annotated[
     list[Id],
     Meta(max_length=MAX_LIST, description=f"an array of at most {MAX_LIST} ids, each {_ID_TEXT}"),
 ]
+_QUERY_ID_TEXT = f"{_ID_TEXT} without a comma"
+QueryIdList = Annotated[
+    list[
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=MAX_ID_LENGTH,
+                pattern="^[^,]*$",
+                description=_QUERY_ID_TEXT,
+            ),
+        ]
+    ],
+    Meta(
+        max_length=MAX_LIST,
+        description=f"comma-separated ids, at most {MAX_LIST}, each {_QUERY_ID_TEXT}",
+    ),
+]
+"""A list in a query string (``style: form, explode: false``): an empty entry (``a,,b``)
+is an empty id and refused, as the body's lists refuse one; ``exclude=`` is no id."""
 Weight = Annotated[
     float,
     Meta(
@@ -409,7 +429,7 @@ class Declarations:
                 ("user_id", Id),
                 ("k", k, 10),
                 ("exclude_seen", Annotated[bool, Meta(description=_EXCLUDE_SEEN)], True),
-                ("exclude", Annotated[IdList, Meta(description="item ids never to return")], []),
+                ("exclude", Annotated[QueryIdList, Meta(description=_EXCLUDE)], []),
                 ("exact", Annotated[bool, Meta(description=_EXACT)], False),
             ],
             module=__name__,
@@ -425,6 +445,9 @@ class Declarations:
 
 
 _EXCLUDE_SEEN = "leave out the items the user interacted with"
+_EXCLUDE = (
+    "item ids never to return, comma-separated; an id with a comma needs POST /v1/recommendations"
+)
 _EXACT = "score every item exactly (for audits of approximate retrieval)"
 
 
@@ -553,8 +576,9 @@ def _query_bool(text: str) -> bool | str:
 
 
 def _query_list(text: str) -> list[str]:
-    """Comma-separated values (OpenAPI ``style: form, explode: false``); empty ones skipped."""
-    return [part for part in text.split(",") if part] if text else []
+    """Comma-separated values (OpenAPI ``style: form, explode: false``): ``""`` is the empty
+    list; every other empty part is an empty value, refused by the declaration."""
+    return text.split(",") if text else []
 
 
 def decode_params(tp: type, path: Mapping[str, str], query: Mapping[str, str]) -> Any:
