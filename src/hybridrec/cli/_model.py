@@ -51,9 +51,9 @@ def _interactions(env: Env, path: str | None):
     return df
 
 
-def _skipped_note(interactions) -> str | None:
-    """One line on the rows skipped as unusable, or None."""
-    skipped = interactions.attrs.get("skipped") or {}
+def _skipped_note(skipped: dict[str, int] | None) -> str | None:
+    """One line on the rows skipped as unusable (``{reason: count}``), or None."""
+    skipped = skipped or {}
     if not sum(skipped.values()):
         return None
     parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items() if n)
@@ -212,7 +212,7 @@ def train(
         params["item_indicators"] = False
     n_epochs = params.get("epochs", DEFAULT_PARAMS["epochs"])
     threads = threads or default_threads()
-    note = _skipped_note(interactions)
+    note = _skipped_note(interactions.attrs.get("skipped"))
     if note:
         click.echo(note, err=True)
     click.echo(
