@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SIZES = {"10k": (10_000, 20_000), "100k": (100_000, 50_000)}
+SIZES = {"10k": (10_000, 20_000), "100k": (100_000, 50_000), "1m": (1_000_000, 200_000)}
 N_ITEM_VOCAB, N_USER_VOCAB = 2_000, 200
+ITEM_FEATURES, USER_FEATURES = 8, 4  # per entity: genres, tags, brand... / declared interests
 PER_USER = 5
 HERE = Path(__file__).resolve()
 
@@ -53,22 +54,28 @@ def synthetic(n_items: int, n_users: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
     popularity /= popularity.sum()
-    items = rng.choice(n_items, size=n_users * PER_USER, p=popularity)
-    users = np.repeat(np.arange(n_users), PER_USER)
+    # every item in the catalog is in training (one interaction from a random user),
+    # then PER_USER popularity-skewed interactions per user
+    items = np.concatenate(
+        [np.arange(n_items), rng.choice(n_items, size=n_users * PER_USER, p=popularity)]
+    )
+    users = np.concatenate(
+        [rng.integers(0, n_users, n_items), np.repeat(np.arange(n_users), PER_USER)]
+    )
     interactions = pd.DataFrame(
         {"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items]}
     ).drop_duplicates()
     item_features = pd.DataFrame(
         {
-            "id": [f"i{i}" for i in np.repeat(np.arange(n_items), 3)],
-            "feature": [f"f{j}" for j in rng.integers(0, N_ITEM_VOCAB, n_items * 3)],
+            "id": [f"i{i}" for i in np.repeat(np.arange(n_items), ITEM_FEATURES)],
+            "feature": [f"f{j}" for j in rng.integers(0, N_ITEM_VOCAB, n_items * ITEM_FEATURES)],
             "weight": 1.0,
         }
     ).drop_duplicates(["id", "feature"])
     user_features = pd.DataFrame(
         {
-            "id": [f"u{u}" for u in np.repeat(np.arange(n_users), 2)],
-            "feature": [f"g{j}" for j in rng.integers(0, N_USER_VOCAB, n_users * 2)],
+            "id": [f"u{u}" for u in np.repeat(np.arange(n_users), USER_FEATURES)],
+            "feature": [f"g{j}" for j in rng.integers(0, N_USER_VOCAB, n_users * USER_FEATURES)],
             "weight": 1.0,
         }
     ).drop_duplicates(["id", "feature"])
