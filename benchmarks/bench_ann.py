@@ -60,9 +60,7 @@ def vectors(size: str, cache: Path, epochs: int) -> tuple[np.ndarray, np.ndarray
 
         data = synthetic(*SIZES[size])
     t0 = time.perf_counter()
-    model = HybridLightFM(no_components=64, epochs=epochs, random_state=0).fit(
-        *data, num_threads=2
-    )
+    model = HybridLightFM(no_components=64, epochs=epochs, random_state=0).fit(*data, num_threads=2)
     print(f"  {size}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
     items = model.item_factors()
     users = model.user_space_.entities.external
@@ -254,9 +252,7 @@ def main() -> None:
             base = result["base_mb"]
             for ef in efs:
                 r = result[str(ef)]
-                rows.append(
-                    (size, lib, ef, seconds, path.stat().st_size / 2**20, r, mem, base)
-                )
+                rows.append((size, lib, ef, seconds, path.stat().st_size / 2**20, r, mem, base))
                 print(
                     f"  {lib:8s} ef {ef:4d}: build {seconds:6.1f} s, recall@10 "
                     f"{r['recall']:.4f}, p50 {r['p50_us']:7.0f} us, p99 {r['p99_us']:7.0f} us, "

@@ -40,9 +40,10 @@ import numpy as np
 import pandas as pd
 
 SIZES = {"10k": (10_000, 20_000), "100k": (100_000, 50_000), "1m": (1_000_000, 200_000)}
-N_ITEM_VOCAB, N_USER_VOCAB = 2_000, 200
-ITEM_FEATURES, USER_FEATURES = 8, 4  # per entity: genres, tags, brand... / declared interests
+N_TOPICS, N_TAGS = 100, 2_000  # item topics (genres, categories) and free tags
+ITEM_TAGS, USER_FEATURES = 7, 4  # per item: its topic + 7 tags; per user: 4 interests
 PER_USER = 5
+IN_TOPIC = 0.8  # share of a user's interactions within their two topics
 HERE = Path(__file__).resolve()
 
 
@@ -50,32 +51,63 @@ HERE = Path(__file__).resolve()
 
 
 def synthetic(n_items: int, n_users: int, seed: int = 0):
-    """Interactions (popularity-skewed) and long feature frames for users and items."""
+    """Interactions and long feature frames with the structure of a real catalog.
+
+    Item ``i`` has topic ``i % N_TOPICS`` (feature ``topic:T``) and ``ITEM_TAGS`` tags,
+    70% of them from its topic's 40 usual tags. A user likes two topics (features
+    ``likes:T`` plus two random ones); ``IN_TOPIC`` of their ``PER_USER`` interactions
+    are in those topics, the rest anywhere, popularity-skewed (Zipf 0.8) either way.
+    Every item also gets one interaction from a user who likes its topic, so the model
+    knows every item of the catalog.
+    """
     rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    popularity /= popularity.sum()
-    # every item in the catalog is in training (one interaction from a random user),
-    # then PER_USER popularity-skewed interactions per user
-    items = np.concatenate(
-        [np.arange(n_items), rng.choice(n_items, size=n_users * PER_USER, p=popularity)]
+    per_topic = -(-n_items // N_TOPICS)
+    zipf = 1.0 / np.arange(1, per_topic + 1) ** 0.8
+    zipf /= zipf.sum()
+    likes = rng.integers(0, N_TOPICS, (n_users, 2))
+    m = n_users * PER_USER
+    users = np.repeat(np.arange(n_users), PER_USER)
+    topic = np.where(
+        rng.random(m) < IN_TOPIC, likes[users, rng.integers(0, 2, m)], rng.integers(0, N_TOPICS, m)
     )
-    users = np.concatenate(
-        [rng.integers(0, n_users, n_items), np.repeat(np.arange(n_users), PER_USER)]
+    items = np.minimum(rng.choice(per_topic, size=m, p=zipf) * N_TOPICS + topic, n_items - 1)
+    fans: dict[int, np.ndarray] = {}
+    by_topic = np.argsort(likes[:, 0], kind="stable")
+    bounds = np.searchsorted(likes[by_topic, 0], np.arange(N_TOPICS + 1))
+    for t in range(N_TOPICS):
+        fans[t] = by_topic[bounds[t] : bounds[t + 1]]
+    every = np.arange(n_items)
+    owner = np.array(
+        [fans[t][rng.integers(0, len(fans[t]))] if len(fans[t]) else 0 for t in every % N_TOPICS]
     )
     interactions = pd.DataFrame(
-        {"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items]}
+        {
+            "user_id": np.char.add("u", np.concatenate([owner, users]).astype(str)),
+            "item_id": np.char.add("i", np.concatenate([every, items]).astype(str)),
+        }
     ).drop_duplicates()
+    item_topic = every % N_TOPICS
+    usual = rng.integers(0, 40, (n_items, ITEM_TAGS)) + (item_topic[:, None] * 17) % (N_TAGS - 40)
+    tags = np.where(
+        rng.random((n_items, ITEM_TAGS)) < 0.7, usual, rng.integers(0, N_TAGS, (n_items, ITEM_TAGS))
+    )
     item_features = pd.DataFrame(
         {
-            "id": [f"i{i}" for i in np.repeat(np.arange(n_items), ITEM_FEATURES)],
-            "feature": [f"f{j}" for j in rng.integers(0, N_ITEM_VOCAB, n_items * ITEM_FEATURES)],
+            "id": np.char.add("i", np.repeat(every, ITEM_TAGS + 1).astype(str)),
+            "feature": np.column_stack(
+                [
+                    np.char.add("topic:", item_topic.astype(str)),
+                    np.char.add("tag:", tags.astype(str)),
+                ]
+            ).ravel(),
             "weight": 1.0,
         }
     ).drop_duplicates(["id", "feature"])
+    interests = np.column_stack([likes, rng.integers(0, N_TOPICS, (n_users, USER_FEATURES - 2))])
     user_features = pd.DataFrame(
         {
-            "id": [f"u{u}" for u in np.repeat(np.arange(n_users), USER_FEATURES)],
-            "feature": [f"g{j}" for j in rng.integers(0, N_USER_VOCAB, n_users * USER_FEATURES)],
+            "id": np.char.add("u", np.repeat(np.arange(n_users), USER_FEATURES).astype(str)),
+            "feature": np.char.add("likes:", interests.ravel().astype(str)),
             "weight": 1.0,
         }
     ).drop_duplicates(["id", "feature"])
