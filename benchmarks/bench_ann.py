@@ -12,8 +12,8 @@ Per library and catalog it prints: build seconds (2 threads), index file MB, rec
 against exact scoring (the model's own users with their training features; the top
 ``k`` of ``fetch`` candidates re-scored exactly, as serving does), median and p99
 latency of one query at 1 thread, and the memory of a fresh process that loaded the
-index and ran the queries (``/proc/self/smaps_rollup``: Rss, and Private, which is what
-a second worker would add).
+index and ran the queries (``/proc/self/smaps_rollup``: Rss, and Anonymous: heap that
+each worker holds on its own, while mapped file pages are shared page cache).
 
 Run: ``python benchmarks/bench_ann.py --sizes sample,10k,100k`` (``1m`` trains a 1M-item
 model first: about 10 minutes). Vectors are cached under ``--cache``.
@@ -166,6 +166,7 @@ def memory() -> dict[str, int]:
                 "Pss",
                 "Private_Clean",
                 "Private_Dirty",
+                "Anonymous",
             ):
                 out[parts[0].rstrip(":")] = int(parts[1]) // 1024
     out["Private"] = out.pop("Private_Clean", 0) + out.pop("Private_Dirty", 0)
@@ -257,20 +258,20 @@ def main() -> None:
                     f"  {lib:8s} ef {ef:4d}: build {seconds:6.1f} s, recall@10 "
                     f"{r['recall']:.4f}, p50 {r['p50_us']:7.0f} us, p99 {r['p99_us']:7.0f} us, "
                     f"rss {mem['Rss'] - base['Rss']} MB, private {mem['Private'] - base['Private']}"
-                    " MB",
+                    f" MB, anonymous {mem['Anonymous'] - base['Anonymous']} MB",
                     flush=True,
                 )
             path.unlink()
     print(
         "\n| catalog | library | ef | build s | file MB | recall@10 | p50 us | p99 us "
-        "| +Rss MB | +Private MB |"
+        "| +Rss MB | +Anonymous MB |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, lib, ef, seconds, mb, r, mem, base in rows:
         print(
             f"| {size} | {lib} | {ef} | {seconds:.1f} | {mb:.0f} | {r['recall']:.4f} | "
             f"{r['p50_us']:.0f} | {r['p99_us']:.0f} | {mem['Rss'] - base['Rss']} | "
-            f"{mem['Private'] - base['Private']} |"
+            f"{mem['Anonymous'] - base['Anonymous']} |"
         )
 
 

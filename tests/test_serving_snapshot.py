@@ -197,5 +197,3 @@ def test_overlay_equals_applying_the_final_state(fitted, ops):
     assert a.keys() == b.keys()
     for item_id in a:
         assert a[item_id] == pytest.approx(b[item_id], rel=1e-6, abs=1e-6)
-
-

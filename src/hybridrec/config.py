@@ -48,6 +48,8 @@ class Settings:
     reload_interval: float = 2.0  # HYBRIDREC_RELOAD_INTERVAL (seconds between registry polls)
     serve_redis_timeout: float = 0.5  # HYBRIDREC_SERVE_REDIS_TIMEOUT (a request's Redis wait)
     gate_tolerance: float = 0.02  # HYBRIDREC_GATE_TOLERANCE (relative regression allowed)
+    min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
+    ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -65,5 +67,7 @@ class Settings:
             reload_interval=_float("HYBRIDREC_RELOAD_INTERVAL", cls.reload_interval),
             serve_redis_timeout=_float("HYBRIDREC_SERVE_REDIS_TIMEOUT", cls.serve_redis_timeout),
             gate_tolerance=_float("HYBRIDREC_GATE_TOLERANCE", cls.gate_tolerance),
+            min_recall=_float("HYBRIDREC_MIN_RECALL", cls.min_recall),
+            ann_min_items=_int("HYBRIDREC_ANN_MIN_ITEMS", cls.ann_min_items),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -182,6 +182,11 @@ def create_app(
         feature_store=background_store,
         metrics=metrics,
         reload_interval=settings.reload_interval,
+        snapshot_options={
+            "approximate": True,
+            "min_recall": settings.min_recall,
+            "ann_min_items": settings.ann_min_items,
+        },
     )
     ctx = ServingContext(
         settings,
@@ -364,7 +369,9 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     exclude = list(query.exclude)
     if query.exclude_seen:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
-    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items, history=seen)
+    rec = snap.recommend(
+        uid, features, query.k, exclude=exclude, items=query.items, history=seen, exact=query.exact
+    )
     _count(ctx, rec, degraded)
     return {
         "user_id": uid,
@@ -374,6 +381,7 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
         "items": [{"item_id": i, "score": s} for i, s in rec.items],
         "unscorable": rec.unscorable,
         "degraded": degraded,
+        "retrieval": rec.retrieval,
     }
 
 
@@ -392,6 +400,7 @@ def _user_context(ctx: ServingContext, user_id: str):
 def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
     m = ctx.metrics
     m.count_recommendation(rec.strategy, rec.user_case, degraded)
+    m.count_retrieval(rec.retrieval)
     if rec.unknown_user_features:
         m.unknown_features.labels("user").inc(rec.unknown_user_features)
 
@@ -413,6 +422,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
             exclude=parse_id_list(args.get("exclude"), "exclude"),
             exclude_seen=parse_bool(args.get("exclude_seen"), "exclude_seen", True),
             items=None,
+            exact=parse_bool(args.get("exact"), "exact", False),
         )
         return _json(_recommend(ctx, query))
 
@@ -475,6 +485,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "metrics": manifest.get("metrics", {}),
                 "store": "ok" if ctx.state.store_ok else "unavailable",
                 "blas_threads": _blas_threads(),
+                "retrieval": snap.retrieval.as_dict(),
             }
         )
 

@@ -108,6 +108,13 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                         "description": "Comma-separated item ids never to return.",
                         "schema": {"type": "string"},
                     },
+                    {
+                        "name": "exact",
+                        "in": "query",
+                        "required": False,
+                        "description": "Score every item exactly (an audit of the index).",
+                        "schema": {"type": "boolean", "default": False},
+                    },
                 ],
             )
         },
@@ -218,6 +225,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "exclude": _ID_LIST,
                 "exclude_seen": {"type": "boolean", "default": True},
                 "items": {**_ID_LIST, "type": ["array", "null"]},
+                "exact": {"type": "boolean", "default": False},
             },
         },
         "Recommendations": {
@@ -230,6 +238,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                 "items",
                 "unscorable",
                 "degraded",
+                "retrieval",
             ],
             "properties": {
                 "user_id": {"type": ["string", "null"]},
@@ -245,6 +254,11 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
                     "type": "boolean",
                     "description": "true when the feature store was unreachable and the "
                     "answer comes from the model alone",
+                },
+                "retrieval": {
+                    "type": "string",
+                    "enum": ["exact", "approximate"],
+                    "description": "which search answered: every item scored, or the index",
                 },
             },
         },  # fmt: skip

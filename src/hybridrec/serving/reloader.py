@@ -115,6 +115,7 @@ class Reloader:
         reload_interval: float = 2.0,
         tick: float = TICK,
         on_swap: Callable[[Snapshot], None] | None = None,
+        snapshot_options: dict | None = None,
     ):
         self.state = state
         self.registry = registry
@@ -124,6 +125,8 @@ class Reloader:
         self.reload_interval = reload_interval
         self.tick = tick
         self.on_swap = on_swap
+        # Snapshot.from_model options (retrieval: approximate, min_recall, ...)
+        self.snapshot_options = dict(snapshot_options or {})
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -300,7 +303,12 @@ class Reloader:
         started = time.perf_counter()
         try:
             model = self.model_store.load(version)
-            snapshot = Snapshot.from_model(model, version=version)
+            # a local artifact's directory holds the mapped serving files (items, index)
+            local = getattr(self.model_store, "is_local", False)
+            directory = self.model_store.path(version) if local else None
+            snapshot = Snapshot.from_model(
+                model, version=version, directory=directory, **self.snapshot_options
+            )
         except Exception as exc:  # any failure keeps the old snapshot
             self._failed[version] = time.monotonic()
             self.metrics.reloads.labels(result="failure").inc()
@@ -319,6 +327,8 @@ class Reloader:
         self._cursor = cursor
         self.metrics.reloads.labels(result="success").inc()
         self.metrics.set_model(version, snapshot.loaded_at)
+        info = snapshot.retrieval
+        self.metrics.set_retrieval(info.kind == "approximate", info.recall)
         log_event(
             logging.INFO,
             "model_loaded",
@@ -329,6 +339,7 @@ class Reloader:
             load_seconds=round(loaded - started, 3),
             catalog_seconds=round(time.perf_counter() - loaded, 3),
             catalog_synced=cursor is not None,
+            retrieval=info.as_dict(),
         )
         return ReloadResult(version, version != previous)
 

@@ -227,9 +227,10 @@ class RecommendQuery:
     exclude: list[str]
     exclude_seen: bool
     items: list[str] | None
+    exact: bool = False  # score every item, even when an index serves
 
 
-_RECOMMEND_FIELDS = ("user_id", "features", "k", "exclude", "exclude_seen", "items")
+_RECOMMEND_FIELDS = ("user_id", "features", "k", "exclude", "exclude_seen", "items", "exact")
 
 
 def parse_recommend_body(body: Mapping[str, Any], max_k: int) -> RecommendQuery:
@@ -255,7 +256,10 @@ def parse_recommend_body(body: Mapping[str, Any], max_k: int) -> RecommendQuery:
     items = body.get("items")
     if items is not None:
         items = _id_list(items, "items")
-    return RecommendQuery(user_id, features, k, exclude, exclude_seen, items)
+    exact = body.get("exact", False)
+    if not isinstance(exact, bool):
+        raise _body_error(f"exact must be true or false, not {_json_type(exact)}")
+    return RecommendQuery(user_id, features, k, exclude, exclude_seen, items, exact)
 
 
 _INTERACTION_FIELDS = ("user_id", "item_id", "weight", "timestamp")

@@ -5,7 +5,9 @@ The score ``q_u . q_i + b_i + b_u`` is an inner product of ``x_i = [q_i, b_i]`` 
 reduction (Bachrach et al., 2014) is indexed: items become
 ``[x_i, sqrt(M^2 - |x_i|^2)]`` with ``M = max |x_i|`` (all on a sphere of radius ``M``)
 and a query ``[y, 0]``; then ``|item - query|^2 = M^2 + |y|^2 - 2 x_i . y``, so the
-nearest item in squared L2 is the one with the best score, bias and all.
+nearest item in squared L2 is the one with the best score, bias and all. Vectors stay
+float32 in the graph: int8 or float16 quantization lost recall on item vectors sharing a
+dominant direction (as trained embeddings do) unless many more candidates are re-scored.
 
 usearch was chosen over hnswlib and faiss-cpu by ``benchmarks/bench_ann.py`` (README,
 "Serving performance"): similar recall and latency, and it alone searches a saved index
