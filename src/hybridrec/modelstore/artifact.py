@@ -41,6 +41,7 @@ from ..model.idmap import IdMap
 __all__ = [
     "ArtifactError",
     "FORMAT_VERSION",
+    "file_sha256",
     "load_model",
     "new_version_id",
     "read_manifest",
@@ -72,7 +73,8 @@ def new_version_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -163,7 +165,7 @@ def save_model(
         "epoch_seconds": [round(s, 4) for s in getattr(model, "epoch_seconds_", [])],
         "libraries": _library_versions(),
         "files": {
-            name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size}
+            name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size}
             for name in (MODEL_FILE, OPTIMIZER_FILE)
         },
         "metrics": metrics or {},
@@ -223,7 +225,7 @@ def verify_artifact(directory: str | os.PathLike, *, with_optimizer: bool = Fals
             raise ArtifactError(
                 f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or replaced)"
             )
-        if _sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise ArtifactError(f"{path}: sha256 does not match the manifest (corrupt or tampered)")
     return manifest
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...modelstore.artifact import file_sha256
 from .ann import AnnIndex
 
 __all__ = ["SERVING_DIR", "ServingFiles", "load_or_build"]
@@ -52,14 +52,6 @@ class ServingFiles:
     directory: Path | None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _valid(target: Path, n_items: int, with_index: bool) -> dict | None:
     """The metadata of a whole, verified set of files, or None."""
     try:
@@ -73,7 +65,7 @@ def _valid(target: Path, n_items: int, with_index: bool) -> dict | None:
     for name, entry in meta["files"].items():
         path = target / name
         try:
-            if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
                 return None
         except (OSError, KeyError, TypeError):
             return None
@@ -110,7 +102,7 @@ def _write(directory: Path, rows: np.ndarray, with_index: bool, ann_options: dic
             if path.exists():
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
-                meta["files"][name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+                meta["files"][name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
         with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2, sort_keys=True)
             fh.flush()
