@@ -337,18 +337,23 @@ class Snapshot:
         # sparse product for all their [q_i, b_i, 1] vectors
         puts = {str(i): f for i, f in changes.items() if f is not None}
         matrix = model.item_space_.matrix(ids, puts)
-        vectors = model.item_factors(matrix)
         scorable = np.diff(matrix.indptr) > 0
         old_rows = np.asarray([-1 if (r := self._row(i)) is None else r for i in ids], np.int64)
-        had = old_rows >= 0
-        same = np.zeros(len(ids), dtype=bool)
-        if had.any():  # unchanged (within float noise): keep the row, no churn
+        known = model.item_space_.entities
+        # a model item still on its training row whose feature row is unchanged keeps it
+        # (compared as sparse rows: a whole-catalog sync costs no vectors for them)
+        same = _same_training_rows(model, matrix, ids, old_rows)
+        vectors = np.zeros((len(ids), table.base.shape[1]), dtype=np.float32)
+        todo = np.flatnonzero(~same & scorable)
+        if todo.size:
+            vectors[todo] = model.item_factors(matrix[todo])
+        had = np.flatnonzero((old_rows >= 0) & ~same & scorable)
+        if had.size:  # unchanged (within float noise): keep the row, no churn
             same[had] = np.all(
                 np.isclose(table.vectors(old_rows[had]), vectors[had], rtol=1e-6, atol=1e-6),
                 axis=1,
             )
         appends: list[tuple[str, np.ndarray, float]] = []
-        known = model.item_space_.entities
         for n, item_id in enumerate(ids):
             old = int(old_rows[n])
             if not scorable[n] or not same[n]:
@@ -613,6 +618,20 @@ class Snapshot:
     def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
         rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
         return np.asarray(rows, dtype=np.int64)
+
+
+def _same_training_rows(model, matrix, ids: list[str], old_rows: np.ndarray) -> np.ndarray:
+    """``(len(ids),)`` bool: item ``n`` is a model item served from its training row
+    (``old_rows[n]`` is its own index) and ``matrix[n]`` equals that row (1e-6)."""
+    idx = model.item_space_.entities.convert_to_internal(ids, missing=-1)
+    on_training_row = (idx >= 0) & (old_rows == idx)
+    same = np.zeros(len(ids), dtype=bool)
+    picked = np.flatnonzero(on_training_row)
+    if picked.size:
+        diff = (matrix[picked] - model.item_matrix_[idx[picked]]).tocsr()
+        diff.data = (np.abs(diff.data) > 1e-6).astype(np.float32)
+        same[picked] = np.asarray(diff.sum(axis=1)).ravel() == 0
+    return same
 
 
 def _faster(a: Snapshot, b: Snapshot, n_users: int = 24, k: int = 10) -> bool:
