@@ -7,6 +7,7 @@ Beside an artifact (``<version>/``), the first worker that loads the version wri
     serving/items.usearch  the HNSW graph over those rows (large catalogs only)
 
 under an exclusive lock (``<version>/.serving.lock``): other workers wait, then load.
+The index is built in a child process (usearch holds the GIL while it adds vectors).
 Files are written into a temporary directory and renamed into place, and verified
 against ``serving.json`` on every load; a missing, partial or corrupt set is rebuilt.
 Loading maps them read-only (``np.load(mmap_mode="r")``, usearch ``view``), so N
@@ -21,6 +22,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,14 +92,8 @@ def _write(directory: Path, rows: np.ndarray, with_index: bool, ann_options: dic
         np.save(tmp / ITEMS_FILE, np.ascontiguousarray(rows, dtype=np.float32))
         meta: dict = {"format": FORMAT, "n_items": int(len(rows)), "files": {}}
         if with_index:
-            index = AnnIndex.build(rows, **ann_options)
-            index.save(tmp / INDEX_FILE)
-            meta["index"] = {
-                "library": "usearch",
-                "metric": "l2sq over the MIPS reduction",
-                "max_norm": index.max_norm,
-                **ann_options,
-            }
+            _build_index_elsewhere(tmp / ITEMS_FILE, tmp / INDEX_FILE, ann_options)
+            meta["index"] = {"library": "usearch", "metric": "l2sq", **ann_options}
         for name in (ITEMS_FILE, INDEX_FILE):
             path = tmp / name
             if path.exists():
@@ -115,6 +112,20 @@ def _write(directory: Path, rows: np.ndarray, with_index: bool, ann_options: dic
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_index_elsewhere(items: Path, out: Path, ann_options: dict) -> None:
+    """Build and save the index of the rows in ``items`` in a child process.
+
+    usearch holds the GIL while it adds vectors: built in a worker's reloader thread,
+    the index would stall that worker's requests for the whole build (and a busy
+    request thread would starve the build), so another process builds it.
+    """
+    command = [sys.executable, "-m", __name__, str(items), str(out), json.dumps(ann_options)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or "").strip().splitlines()[-3:]
+        raise RuntimeError(f"building the index of {items} failed: {' / '.join(tail)}")
 
 
 def load_or_build(
@@ -148,3 +159,9 @@ def load_or_build(
     items = np.load(target / ITEMS_FILE, mmap_mode="r", allow_pickle=False)
     index = AnnIndex.load(items, target / INDEX_FILE) if with_index else None
     return ServingFiles(items, index, built, target)
+
+
+if __name__ == "__main__":  # the child process of _build_index_elsewhere
+    items_path, index_path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    mapped = np.load(items_path, mmap_mode="r", allow_pickle=False)
+    AnnIndex.build(mapped, **options).save(index_path)
