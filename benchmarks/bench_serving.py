@@ -123,9 +123,11 @@ def synthetic(n_items: int, n_users: int, seed: int = 0):
     return interactions, user_features, item_features
 
 
-def prepare(root: Path, size: str, epochs: int, cache: Path | None) -> dict:
+def prepare(root: Path, size: str, epochs: int, cache: Path | None, store_items: bool) -> dict:
     """Fit (or reuse the model cached under ``cache``), load the store and publish;
-    return the environment for ``hybridrec serve``."""
+    return the environment for ``hybridrec serve``. ``store_items``: also load the item
+    features into the store (requests never read them; each worker then syncs the whole
+    catalog when it loads the model)."""
     from hybridrec.config import Settings
     from hybridrec.model import HybridLightFM
     from hybridrec.modelstore.artifact import load_model, save_model
@@ -151,7 +153,8 @@ def prepare(root: Path, size: str, epochs: int, cache: Path | None) -> dict:
     client = connect(settings)
     store = FeatureStore(client, settings.key_prefix)
     store.load_features("users", user_features, replace=True)
-    store.load_features("items", item_features, replace=True)
+    if store_items:
+        store.load_features("items", item_features, replace=True)
     store.add_interactions(interactions)
     manifest = publish_model(ModelStore(settings.model_store), Registry(client), model)
     client.close()
@@ -412,6 +415,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10k only, 3 s runs")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs of the model")
+    parser.add_argument("--epochs-1m", type=int, default=5, help="epochs of the 1M model")
+    parser.add_argument(
+        "--store-items-1m",
+        action="store_true",
+        help="load the 1M items' features into the store too (slow: every worker then "
+        "syncs a 1M-item catalog at start)",
+    )
     parser.add_argument("--reference", choices=["seed", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", help=argparse.SUPPRESS)
@@ -439,7 +449,8 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"hybridrec-bench-{size}-"))
         print(f"{size}: {n_items} items, {n_users} users", flush=True)
         try:
-            env = prepare(root, size, args.epochs, args.cache)
+            epochs = args.epochs if size != "1m" else args.epochs_1m
+            env = prepare(root, size, epochs, args.cache, size != "1m" or args.store_items_1m)
             results = {}
             for kind in ("hybridrec", "seed", "bare"):
                 results[kind] = measure(kind, env, n_users, args)
