@@ -15,6 +15,7 @@ latency of one query at 1 thread, and the memory of a fresh process that loaded 
 index and ran the queries (``/proc/self/smaps_rollup``: Rss, and Anonymous: heap that
 each worker holds on its own, while mapped file pages are shared page cache).
 
+Needs ``pip install hnswlib faiss-cpu`` beside hybridrec (which brings usearch).
 Run: ``python benchmarks/bench_ann.py --sizes sample,10k,100k`` (``1m`` trains a 1M-item
 model first: about 10 minutes). Vectors are cached under ``--cache``.
 """
