@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import HybridrecError, StoreUnavailable
 from ..store.features import RESYNC
 from .metrics import Metrics
-from .snapshot import Snapshot
+from .snapshot import Snapshot, release_memory
 
 __all__ = ["Reloader", "ReloadResult", "ServingState", "log_event", "sync_catalog"]
 
@@ -325,6 +325,7 @@ class Reloader:
         snapshot, cursor = self._sync_catalog(snapshot)
         self._swap(snapshot)
         self._cursor = cursor
+        release_memory()
         self.metrics.reloads.labels(result="success").inc()
         self.metrics.set_model(version, snapshot.loaded_at)
         info = snapshot.retrieval

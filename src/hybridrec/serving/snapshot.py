@@ -53,7 +53,7 @@ from .retrieval import (
     tune_ef,
 )
 
-__all__ = ["Recommendation", "RetrievalInfo", "Snapshot", "UnknownItem"]
+__all__ = ["Recommendation", "RetrievalInfo", "Snapshot", "UnknownItem", "release_memory"]
 
 log = logging.getLogger("hybridrec.serving")
 
@@ -618,6 +618,19 @@ class Snapshot:
     def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
         rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
         return np.asarray(rows, dtype=np.int64)
+
+
+def release_memory() -> None:
+    """Hand the heap that building a snapshot freed back to the system (glibc keeps
+    it otherwise: a whole-catalog sync leaves ~100 MB per worker at 100k items)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _same_training_rows(model, matrix, ids: list[str], old_rows: np.ndarray) -> np.ndarray:
