@@ -53,6 +53,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
+        """Settings from ``HYBRIDREC_*`` variables, then ``overrides`` that are not None.
+
+        A malformed ``redis_url`` raises :class:`~hybridrec.errors.StoreUnavailable` (one
+        line, the password hidden).
+        """
         env = os.environ
         base = cls(
             redis_url=env.get("HYBRIDREC_REDIS_URL") or None,
@@ -70,4 +75,9 @@ class Settings:
             min_recall=_float("HYBRIDREC_MIN_RECALL", cls.min_recall),
             ann_min_items=_int("HYBRIDREC_ANN_MIN_ITEMS", cls.ann_min_items),
         )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.redis_url is not None:  # refuse a malformed URL before any work
+            from .store.connection import parse_redis_url
+
+            parse_redis_url(settings.redis_url)
+        return settings

@@ -288,7 +288,7 @@ class Reloader:
             version = self.registry.current()
         except HybridrecError as exc:  # StoreUnavailable included
             self.store_failed("registry", exc)
-            return ReloadResult(served, False, f"the registry is unavailable: {exc}")
+            return ReloadResult(served, False, "the registry (Redis) is unavailable")  # log: why
         self._generation = generation
         if version is None:
             return ReloadResult(served, False, None if served else "no model is published yet")

@@ -178,6 +178,13 @@ def serve(
         socket_path = EmbeddedServer(settings.data_dir).start()
         settings = replace(settings, redis_url=f"unix://{socket_path}")
     _configure_logging()
+    from .security import exposure_warning
+
+    warning = exposure_warning(host, settings.api_token)
+    if warning:
+        logging.getLogger("hybridrec.serving").warning(
+            json.dumps({"event": "exposed", "warning": warning})
+        )
     options = gunicorn_options(
         host, port, workers, threads=threads, timeout=timeout, access_log=access_log
     )
