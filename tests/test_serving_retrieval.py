@@ -3,21 +3,17 @@ kept current with catalog changes, and shared between worker processes."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
 from hybridrec.model import HybridLightFM
 
+from .live_server import live_server, server_env
 from .synthetic import make_synthetic
-from .test_serving_server import _free_port, _wait, _world
+from .test_serving_server import _wait, _world
 
 
 def test_api_reports_and_audits_the_index(serving_world):
@@ -56,37 +52,10 @@ def test_api_reports_and_audits_the_index(serving_world):
 # -- real servers ---------------------------------------------------------------------------------
 
 
-def _serve(tmp_path, settings, *extra_env) -> tuple[str, subprocess.Popen, Path]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HYBRIDREC_DATA_DIR": str(settings.data_dir),
-        "HYBRIDREC_MODEL_STORE": settings.model_store,
-        "HYBRIDREC_RELOAD_INTERVAL": "0.3",
-        "HYBRIDREC_ANN_MIN_ITEMS": "1",
-        **dict(extra_env),
-    }
-    env.pop("HYBRIDREC_REDIS_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / "serve.log"
-    command = [str(Path(sys.executable).parent / "hybridrec"), "serve", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*command, "--workers", "2"], cwd=tmp_path, env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{port}"
-    _wait(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 30, "server start")
-    return base, proc, log
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _serve(tmp_path, settings):
+    """``hybridrec serve --workers 2`` with the index used from 1 item on."""
+    env = server_env(settings, HYBRIDREC_ANN_MIN_ITEMS="1")
+    return live_server(env, tmp_path, "--workers", "2", ready="")
 
 
 def _loaded(log: Path, version: str) -> int:
@@ -102,8 +71,8 @@ def test_new_item_is_recommendable_under_ann_on_every_worker(
     from hybridrec.modelstore.registry import publish_model
 
     data, model = serving_model
-    base, proc, log = _serve(tmp_path, embedded_settings)
-    try:
+    with _serve(tmp_path, embedded_settings) as server:
+        base, log = server.base, server.log
         client, store, registry, models = _world(embedded_settings)
         for user_id, features in data.user_features.items():
             store.put_features("users", user_id, features)
@@ -132,8 +101,6 @@ def test_new_item_is_recommendable_under_ann_on_every_worker(
         assert requests.delete(f"{base}/v1/items/brand-new/features", timeout=5).status_code == 204
         _wait(lambda: everywhere(lambda: not listed("brand-new")), 5, "the item gone everywhere")
         client.close()
-    finally:
-        _stop(proc)
 
 
 def _children(pid: int) -> list[int]:
@@ -174,8 +141,8 @@ def test_two_workers_share_the_mapped_files(embedded_settings, tmp_path):
     model = HybridLightFM(no_components=32, epochs=1, random_state=0).fit(
         data.interactions, data.user_features, data.item_features
     )
-    base, proc, log = _serve(tmp_path, embedded_settings)
-    try:
+    with _serve(tmp_path, embedded_settings) as server:
+        base, log, proc = server.base, server.log, server.process
         client, store, registry, models = _world(embedded_settings)
         version = publish_model(models, registry, model)["version"]
         _wait(lambda: _loaded(log, version) == 2, 60, "both workers loaded")
@@ -198,6 +165,3 @@ def test_two_workers_share_the_mapped_files(embedded_settings, tmp_path):
             assert m["Shared_Clean"] >= 0.9 * size_kb - 8, m
             assert m["Pss"] <= 0.6 * m["Rss"] + 8, m
         client.close()
-    finally:
-        _stop(proc)
-    assert np.isfinite(size_kb)
