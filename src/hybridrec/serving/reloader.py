@@ -30,7 +30,7 @@ from .. import logs
 from ..errors import HybridrecError, StoreUnavailable
 from ..store.features import DIGEST_MODULUS, RESYNC, item_digest
 from .metrics import Metrics
-from .snapshot import Snapshot
+from .snapshot import Snapshot, release_memory
 
 __all__ = [
     "CatalogPosition",
@@ -176,6 +176,7 @@ class Reloader:
         tick: float = TICK,
         on_swap: Callable[[Snapshot], None] | None = None,
         reconcile_interval: float = RECONCILE_CHECK,
+        snapshot_options: dict | None = None,
     ):
         self.state = state
         self.registry = registry
@@ -186,6 +187,8 @@ class Reloader:
         self.tick = tick
         self.on_swap = on_swap
         self.reconcile_interval = reconcile_interval
+        # Snapshot.from_model options (retrieval: approximate, min_recall, ...)
+        self.snapshot_options = dict(snapshot_options or {})
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -427,7 +430,12 @@ class Reloader:
         started = time.perf_counter()
         try:
             model = self.model_store.load(version)
-            snapshot = Snapshot.from_model(model, version=version)
+            # a local artifact's directory holds the mapped serving files (items, index)
+            local = getattr(self.model_store, "is_local", False)
+            directory = self.model_store.path(version) if local else None
+            snapshot = Snapshot.from_model(
+                model, version=version, directory=directory, **self.snapshot_options
+            )
         except Exception as exc:  # any failure keeps the old snapshot
             self._failed[version] = time.monotonic()
             self.metrics.reloads.labels(result="failure").inc()
@@ -444,8 +452,11 @@ class Reloader:
         snapshot, position = self._sync_catalog(snapshot)
         self._swap(snapshot)
         self._position = position
+        release_memory()
         self.metrics.reloads.labels(result="success").inc()
         self.metrics.set_model(version, snapshot.loaded_at)
+        info = snapshot.retrieval
+        self.metrics.set_retrieval(info.kind == "approximate", info.recall)
         log_event(
             logging.INFO,
             "model_loaded",
@@ -456,6 +467,7 @@ class Reloader:
             load_seconds=round(loaded - started, 3),
             catalog_seconds=round(time.perf_counter() - loaded, 3),
             catalog_synced=position is not None,
+            retrieval=info.as_dict(),
         )
         return ReloadResult(version, version != previous)
 

@@ -335,6 +335,14 @@ class ModelInfo(Struct):
     store: Literal["ok", "unavailable"] | UnsetType = UNSET
     blas_threads: int | None | UnsetType = UNSET
     fallback: Fallback | None | UnsetType = UNSET
+    retrieval: Annotated[
+        dict[str, Any] | UnsetType,
+        Meta(
+            description="how top-k items are found: strategy (exact, bounded, hnsw), kind "
+            "(exact, approximate), the index's recall_at_10 measured against exact scoring, "
+            "min_recall, ef, fallback, build_seconds, mapped"
+        ),
+    ] = UNSET
 
 
 class Reload(Struct):
