@@ -440,8 +440,8 @@ def main() -> None:
         args.sizes, args.duration, args.warmup = "10k", 3.0, 1.0
     print(
         f"{os.cpu_count()} CPUs; {args.workers} workers per server (hybridrec serve's "
-        f"default server), BLAS 1 thread each; wrk {args.threads} threads, {args.connections} connections, "
-        f"{args.duration:.0f} s per run\n",
+        f"default server), BLAS 1 thread each; wrk {args.threads} threads, "
+        f"{args.connections} connections, {args.duration:.0f} s per run\n",
         flush=True,
     )
     rows = []
