@@ -362,12 +362,10 @@ class Reloader:
         failed_at = self._failed.get(version)
         if failed_at is not None and not (published or asked) and now - failed_at < RETRY_FAILED:
             return ReloadResult(served, False, f"version {version} failed to load")
-        result = self._load(version, previous=served)
-        if result.error is None:
-            self._end_fallback(version)
-        elif served is None:
+        result = self._load(version, previous=served, current=True)
+        if result.error is not None and served is None:
             result = self._fall_back(version, result.error)
-        else:
+        elif result.error is not None:
             self._start_fallback(version, served, result.error)
         return result
 
@@ -426,7 +424,10 @@ class Reloader:
         self.state.fallback = None
         self.metrics.model_fallback.set(0)
 
-    def _load(self, version: str, previous: str | None) -> ReloadResult:
+    def _load(self, version: str, previous: str | None, current: bool = False) -> ReloadResult:
+        """Load ``version`` and swap it in; ``current``: it is the registry's current
+        version, so a fallback ends with the same swap (a request never sees the new
+        version still marked as a fallback)."""
         started = time.perf_counter()
         try:
             model = self.model_store.load(version)
@@ -450,6 +451,8 @@ class Reloader:
         self._failed.pop(version, None)
         loaded = time.perf_counter()
         snapshot, position = self._sync_catalog(snapshot)
+        if current:
+            self._end_fallback(version)
         self._swap(snapshot)
         self._position = position
         release_memory()
