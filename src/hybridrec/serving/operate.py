@@ -24,7 +24,7 @@ from ..modelstore.registry import RegistryError, promote_model
 from . import validation as v
 from .app import ServingContext, _params, _snapshot, _store_call
 from .reloader import log_event
-from .traffic import TrafficSampler, traffic_points
+from .traffic import TrafficSampler, read_sample, traffic_points
 from .validation import ApiError
 
 __all__ = ["install_operator_routes"]
@@ -210,8 +210,8 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
     @app.get("/v1/stats")
     def stats():
         minutes = _params(v.StatsParams).minutes
-        latest = sampler.take()  # the newest point ends now
-        samples = sampler.recent(minutes * 60)
+        samples = sampler.recent(minutes * 60)  # whole intervals only: steady rates
+        latest = read_sample(ctx.metrics)  # totals as of now
         snap = ctx.state.snapshot
         try:
             registry_version = ctx.registry.current()
