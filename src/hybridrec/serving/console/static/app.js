@@ -1,6 +1,6 @@
 // hybridrec web console: four pages built from the documented API (/openapi.json).
 // Every value from the API reaches the page through textContent or DOM properties,
-// never innerHTML, so ids and feature names of any characters show as text.
+// never parsed as markup, so ids and feature names of any characters show as text.
 // The API token (when the server has one) lives in sessionStorage and goes out only
 // in the Authorization header of the calls that need it.
 "use strict";
@@ -305,6 +305,9 @@ function lineChart(series, unit) {
       pen = "L";
     }
     root.append(svg("path", { d: d.trim() || "M0,0", class: `series ${s.cls}` }));
+    for (const [t, v] of s.points) {
+      if (v !== null) root.append(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: `dot ${s.cls}` }));
+    }
     root.append(
       svg("rect", { x: pad.left + 8 + n * 90, y: pad.top, width: 10, height: 10, class: `key ${s.cls}` }),
       svg("text", { x: pad.left + 22 + n * 90, y: pad.top + 9, class: "tick", text: s.name }),
