@@ -32,6 +32,7 @@ GUARDED = {
     ("/v1/users/{user_id}/features", "delete"),
     ("/v1/items/{item_id}/features", "put"),
     ("/v1/items/{item_id}/features", "delete"),
+    ("/v1/items/{item_id}/metadata", "put"),
     ("/v1/interactions", "post"),
     ("/v1/admin/reload", "post"),
     ("/v1/admin/models/{version}/promote", "post"),
@@ -95,7 +96,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(token_app):
 
 
 def test_the_document_is_valid_openapi():
-    assert len(LABELS) == len(_spec_routes(DOC)) == 28
+    assert len(LABELS) == len(_spec_routes(DOC)) == 30
 
 
 def test_the_document_lists_the_token_only_when_one_is_set():
@@ -126,6 +127,16 @@ def test_bodies_and_rules_come_from_the_declarations():
     assert schemas["Recommendations"]["properties"]["retrieval"]["enum"] == ["approximate", "exact"]
     item = schemas["ScoredItem"]["properties"]
     assert item["title"]["type"] == "string" and item["metadata"]["type"] == "object"
+    assert schemas["Recommendations"]["properties"]["score_type"]["enum"] == [
+        "fold_in",
+        "model",
+        "popularity",
+    ]
+    similar = schemas["SimilarItems"]["properties"]
+    assert similar["score_type"]["enum"] == ["cosine"] and "title" in similar
+    metadata = schemas["MetadataBody"]["properties"]["metadata"]
+    assert metadata["maxProperties"] == 64 and "\\u0000" in metadata["propertyNames"]["pattern"]
+    assert "\\u0000" in metadata["additionalProperties"]["pattern"]
     assert "unknown_features" in schemas["ItemFeatures"]["properties"]
     small = openapi_document(Settings(max_k=7))["components"]["schemas"]
     assert small["RecommendationRequest"]["properties"]["k"]["maximum"] == 7

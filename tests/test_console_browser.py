@@ -94,6 +94,7 @@ def sample_server(playwright_browser, redis_server, tmp_path_factory):
     _cli(env, root, "features", "load", "users", str(sample / "user_features.csv"))
     _cli(env, root, "features", "load", "items", str(sample / "item_features.csv"))
     _cli(env, root, "interactions", "load", str(sample / "interactions.csv"))
+    _cli(env, root, "metadata", "load", str(sample / "item_metadata.csv"))
     _cli(env, root, "train", "--epochs", "2", "--threads", "2", "--publish")
     # new feedback (2% of the log: a retraining cycle needs 1%), then a cycle with the
     # champion's 2 epochs: a second version, with its report
@@ -200,10 +201,11 @@ def test_each_page_loads_without_console_errors(tab, api, shots):
     tab.page.screenshot(path=str(shots / "try.png"))
 
     tab.open("catalog")
-    tab.page.fill("#catalog-q", "10")
+    tab.page.fill("#catalog-q", "story")  # titles are searched too
     tab.page.click("#catalog-search")
     tab.page.wait_for_selector("#catalog-results .item-id")
-    tab.page.locator("#catalog-results button", has_text="open").first.click()
+    assert "Toy Story (1995)" in tab.texts("#catalog-results .title")
+    tab.page.locator("#catalog-results tr", has_text="Toy Story (1995)").locator("button").click()
     tab.page.wait_for_selector("#catalog-item .feature-name")
     assert not tab.errors, tab.errors
     tab.page.screenshot(path=str(shots / "catalog.png"))
@@ -215,8 +217,9 @@ def test_try_it_shows_the_api_items_for_a_user_and_a_new_visitor(tab, api):
     tab.page.fill("#try-user", "7")
     tab.page.click("#try-user-go")
     tab.page.wait_for_selector("#try-results .item-id")
-    expected = [i.item_id for i in api.recommend("7", k=10).items]
-    assert tab.texts("#try-results .item-id") == expected
+    expected = api.recommend("7", k=10).items
+    assert tab.texts("#try-results .item-id") == [i.item_id for i in expected]
+    assert tab.texts("#try-results td.title") == [i.title for i in expected]  # the sample's
     assert "known with features" in tab.page.text_content("#try-meta")
 
     chips = tab.page.locator("#try-vocab .chip")

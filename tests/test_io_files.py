@@ -320,9 +320,47 @@ def test_corrupt_gzip(tmp_path):
 
 
 def test_malformed_csv(tmp_path):
-    path = write_text(tmp_path, 'user_id,item_id\nu,i\nv,j,k,l,m\n"unclosed,x\n')
+    path = write_text(tmp_path, 'user_id,item_id\nu,i\n"unclosed,x\nv,j,k,l,m\n')
     message = refusal(read_interactions, path)
     assert "not a well-formed CSV file" in message
+
+
+def test_rows_with_more_fields_than_the_header_are_refused(tmp_path):
+    """Issue 10 item 6: ``ni4,tag:rock,1,2,3`` was loaded as ``tag:rock=1``, exit 0."""
+    path = write_text(tmp_path, "id,feature,weight\nni1,tag:pop,1\nni4,tag:rock,1,2,3\n")
+    with pytest.raises(InputError) as info:
+        read_features(path)
+    assert (info.value.row, info.value.line) == (2, 3)
+    assert "has 5 fields but the header has 3 (id, feature, weight)" in str(info.value)
+    # one field too many, in a file with no weight column, after a blank line
+    path = write_text(tmp_path, "user_id,item_id\nu,i\n\nv,j,2\n", "two.csv")
+    with pytest.raises(InputError) as info:
+        read_interactions(path)
+    assert (info.value.row, info.value.line) == (2, 4)
+    # a trailing comma is a field too
+    path = write_text(tmp_path, "id,feature\na,x,\n", "three.csv")
+    assert "has 3 fields but the header has 2" in refusal(read_features, path)
+    # commas inside quotes are not extra fields
+    path = write_text(tmp_path, 'id,feature\na,"x,y"\n', "four.csv")
+    assert read_features(path)["feature"].tolist() == ["x,y"]
+
+
+@given(
+    n_rows=st.integers(1, 6),
+    bad=st.data(),
+    extra=st.lists(st.sampled_from(["", "1", "x", "2.5"]), min_size=1, max_size=3),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_row_longer_than_the_header_is_named(tmp_path, n_rows, bad, extra):
+    index = bad.draw(st.integers(0, n_rows - 1))
+    rows = [f"u{n},i{n},1" + ("," + ",".join(extra) if n == index else "") for n in range(n_rows)]
+    path = write_text(tmp_path, "user_id,item_id,weight\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError) as info:
+        read_interactions(path)
+    assert (info.value.row, info.value.line) == (index + 1, index + 2)
+    assert f"has {3 + len(extra)} fields but the header has 3" in str(info.value)
 
 
 def test_nul_character(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -191,13 +192,18 @@ def train(
         err=True,
     )
     bars: dict[str, tqdm] = {}
+    every = max(1, math.ceil(n_epochs / 10))
 
     def progress(stage: str, epoch: int, seconds: float) -> None:
+        label = "holdout fit" if stage == "holdout" else "final fit"
+        if not sys.stderr.isatty():  # a log file: a few plain lines, no carriage returns
+            if (epoch + 1) % every == 0 or epoch + 1 == n_epochs:
+                click.echo(f"{label}: epoch {epoch + 1}/{n_epochs}, {seconds:.2f} s", err=True)
+            return
         bar = bars.get(stage)
         if bar is None:
             for other in bars.values():
                 other.close()
-            label = "holdout fit" if stage == "holdout" else "final fit"
             bar = bars[stage] = tqdm(
                 total=n_epochs,
                 desc=label,
@@ -250,30 +256,18 @@ def train(
 
 
 def _plot(result: dict, path: str) -> None:
+    from ..training.charts import metrics_chart
+
+    png = metrics_chart(
+        [("model", result["segments"]), ("popularity", result["baseline"])],
+        ("precision", "recall", "ndcg", "auc"),
+        result["k"],
+        f"model {result.get('model_version')} vs popularity",
+    )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HybridrecError("plotting needs matplotlib: pip install 'hybridrec[plot]'") from None
-    from ..training.evaluation import SEGMENTS
-
-    metrics = ("precision", "recall", "ndcg", "auc")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
-    for ax, metric in zip(axes, metrics):
-        xs = range(len(SEGMENTS))
-        model_vals = [result["segments"][s][metric] for s in SEGMENTS]
-        base_vals = [result["baseline"][s][metric] for s in SEGMENTS]
-        ax.bar([x - 0.2 for x in xs], model_vals, 0.4, label="model")
-        ax.bar([x + 0.2 for x in xs], base_vals, 0.4, label="popularity")
-        ax.set_xticks(list(xs), [s.replace("_", "\n") for s in SEGMENTS])
-        ax.set_title(f"{metric}@{result['k']}" if metric != "auc" else "AUC")
-    axes[0].legend()
-    fig.suptitle(f"model {result.get('model_version')} vs popularity baseline")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        Path(path).write_bytes(png)
+    except OSError as exc:
+        raise HybridrecError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -366,12 +360,17 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         exclude=list(exclude) + ([] if include_seen else sorted(seen)),
         history=seen,
     )
+    from ..serving.answers import SCORE_TYPES, add_metadata, score_type
+
+    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    add_metadata(items, env.feature_store.metadata_of)
     body = {
         "user_id": user_id,
         "model_version": snap.version,
         "strategy": rec.strategy,
+        "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "items": items,
         "unscorable": rec.unscorable,
         "degraded": False,
     }
@@ -379,8 +378,15 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         click.echo(json.dumps(body))
         return
     click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {snap.version})")
-    for rank, item in enumerate(body["items"], 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    click.echo(f"score: {body['score_type']}, {SCORE_TYPES[body['score_type']]}")
+    _print_items(items)
+
+
+def _print_items(items: list[dict]) -> None:
+    """Rank, id, score and title (when the item has one), one line each."""
+    for rank, item in enumerate(items, 1):
+        title = f"  {item['title']}" if item.get("title") else ""
+        click.echo(f"{rank:>4}  {item['item_id']:<12} {item['score']:>10.4f}{title}")
 
 
 @main.command()
@@ -391,6 +397,7 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
 @click.pass_obj
 def similar(env: Env, item_id, k, version, as_json):
     """Items nearest to ITEM_ID in the model's latent space (cosine)."""
+    from ..serving.answers import add_metadata, presented
     from ..serving.snapshot import UnknownItem
 
     snap = _snapshot(env, *_load_model(env, version))
@@ -401,11 +408,20 @@ def similar(env: Env, item_id, k, version, as_json):
             f"item {item_id!r} is neither in model {snap.version} nor scorable from its "
             "features in the store"
         ) from None
+    (own,) = add_metadata(items, env.feature_store.metadata_of, [item_id])
+    body = {
+        "item_id": item_id,
+        **presented(own),
+        "model_version": snap.version,
+        "score_type": "cosine",
+        "items": items,
+    }
     if as_json:
-        click.echo(json.dumps({"item_id": item_id, "model_version": snap.version, "items": items}))
+        click.echo(json.dumps(body))
         return
-    for rank, item in enumerate(items, 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    title = f" ({body['title']})" if body.get("title") else ""
+    click.echo(f"items like {item_id}{title}, by cosine of latent vectors (model {snap.version})")
+    _print_items(items)
 
 
 @main.command()

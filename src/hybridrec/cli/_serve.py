@@ -84,6 +84,7 @@ def demo(
     t0 = time.perf_counter()
     store.load_features("users", sample.user_features, replace=True)
     store.load_features("items", sample.item_features, replace=True)
+    store.load_metadata(sample.item_metadata, replace=True)
     if store.log_length() == 0:
         store.add_interactions(sample.interactions)
         loaded = f"{len(sample.interactions)} interactions"
@@ -91,7 +92,8 @@ def demo(
         loaded = f"interactions already in the log ({store.log_length()})"
     click.echo(
         f"feature store: {sample.user_features['id'].nunique()} users and "
-        f"{sample.item_features['id'].nunique()} items with features, {loaded} "
+        f"{sample.item_features['id'].nunique()} items with features, "
+        f"{len(sample.item_metadata)} titles, {loaded} "
         f"({time.perf_counter() - t0:.1f} s)",
         err=True,
     )
@@ -101,7 +103,7 @@ def demo(
     else:
         click.echo(f"serving the published model {version} (--retrain for a new one)", err=True)
     model = env.model_store.load(version)
-    examples = _examples(f"http://{host}:{port}", model, env.settings.api_token)
+    examples = _examples(f"http://{host}:{port}", model, env.settings.api_token, store)
     if no_serve:
         click.echo(examples)
         return
@@ -122,7 +124,7 @@ def demo(
 
 def _train_and_publish(env: Env, epochs: int | None) -> str:
     from ..modelstore.registry import publish_model
-    from ..training.trainer import train_model
+    from ..training.trainer import data_summary, train_model
 
     store = env.feature_store
     interactions = store.read_interactions()
@@ -143,7 +145,10 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
         env.registry,
         result.model,
         result.metrics or {},
-        extra={"train_seconds": time.perf_counter() - t0},
+        extra={
+            "train_seconds": time.perf_counter() - t0,
+            "data": data_summary(interactions, interactions.attrs.get("last_id")),
+        },
     )
     metrics = (result.metrics or {}).get("segments", {}).get("all", {})
     summary = ", ".join(
@@ -157,8 +162,9 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
     return manifest["version"]
 
 
-def _examples(base: str, model, token: str | None) -> str:
-    """curl commands that work against the demo's data when pasted."""
+def _examples(base: str, model, token: str | None, store) -> str:
+    """curl commands that work against the demo's data when pasted, with the titles of
+    what the example user rated and of the example item, to judge the answers by."""
     vocab = set(model.item_space_.vocabulary.external)
     users = model.user_space_.entities.external
     user = "1" if "1" in model.user_space_.entities else users[0]
@@ -177,14 +183,20 @@ def _examples(base: str, model, token: str | None) -> str:
 
     new_user_body = json.dumps({"features": {g: 1 for g in genres}, "k": 5})
     item_body = json.dumps({"features": {f: 1 for f in new_item}})
+    rated = sorted(store.get_seen(user), key=lambda i: (len(i), i))[:3]
+    titles = store.metadata_of([*rated, item])
+    named = [(m or {}).get("title") or i for i, m in zip([*rated, item], titles)]
     lines = [
-        "# top 5 for a known user (features and seen items from the store)",
+        "# top 5 for a known user (features and seen items from the store); every item "
+        "comes with its title",
+        f"# user {user} rated e.g. {'; '.join(named[:-1]) or 'nothing yet'}",
         f"curl -s '{base}/v1/users/{user}/recommendations?k=5'",
         "# a visitor who just told us their interests",
         send("POST", "/v1/recommendations", new_user_body, write=False),
         "# a new item: recommendable within seconds, without retraining",
         send("PUT", "/v1/items/new-movie/features", item_body),
         f"curl -s '{base}/v1/items/new-movie/similar?k=5'",
+        f"# movies like {item}: {named[-1]}",
         f"curl -s '{base}/v1/items/{item}/similar?k=5'",
         "# feedback: excluded from this user's next recommendations at once",
         send(

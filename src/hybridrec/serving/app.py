@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..errors import HybridrecError, StoreUnavailable
+from .answers import add_metadata, presented, score_type
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import FORCED_RELOAD_INTERVAL, openapi_document
 from .reloader import Reloader, ServingState, log_event
@@ -43,6 +44,8 @@ from .validation import (
     FeaturesBody,
     InteractionsBody,
     ItemFeaturesParams,
+    ItemMetadataParams,
+    MetadataBody,
     NoParams,
     RecommendQuery,
     ReloadParams,
@@ -388,16 +391,32 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
     rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items, history=seen)
     _count(ctx, rec, degraded)
+    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    if not degraded:
+        _add_metadata(ctx, items)
     return {
         "user_id": uid,
         "model_version": snap.version,
         "strategy": rec.strategy,
+        "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
         "retrieval": "exact",
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "items": items,
         "unscorable": rec.unscorable,
         "degraded": degraded,
     }
+
+
+def _add_metadata(ctx: ServingContext, items: list[dict[str, Any]], *more: str) -> list:
+    """:func:`~hybridrec.serving.answers.add_metadata` from the store (one HMGET); without
+    the store the answer goes out without metadata."""
+    if not ctx.state.store_ok:
+        return [None] * len(more)
+    try:
+        return add_metadata(items, ctx.feature_store.metadata_of, more)
+    except (HybridrecError, ValueError) as exc:
+        ctx.reloader.store_failed("metadata", exc)
+        return [None] * len(more)
 
 
 def _user_context(ctx: ServingContext, user_id: str):
@@ -450,11 +469,15 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
             items = snap.similar(item_id, p.k)
         except UnknownItem:
             raise _not_similar(ctx, snap, item_id) from None
+        neighbours = [{"item_id": i, "score": s} for i, s in items]
+        (own,) = _add_metadata(ctx, neighbours, item_id)
         return _json(
             {
                 "item_id": item_id,
+                **presented(own),
                 "model_version": snap.version,
-                "items": [{"item_id": i, "score": s} for i, s in items],
+                "score_type": "cosine",
+                "items": neighbours,
             }
         )
 
@@ -463,6 +486,23 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
         ("items", "item", ItemFeaturesParams),
     ):
         _feature_routes(app, ctx, protected, kind, singular, params)
+
+    @app.get("/v1/items/<item_id>/metadata")
+    def get_item_metadata(item_id: str):
+        item_id = _params(ItemMetadataParams, item_id=item_id).item_id
+        found = _store_call(ctx, "metadata", lambda: ctx.feature_store.get_metadata(item_id))
+        if found is None:
+            raise ApiError(404, "not_found", f"no metadata for item {item_id!r}")
+        return jsonify({"item_id": item_id, "metadata": found})
+
+    @app.put("/v1/items/<item_id>/metadata")
+    @protected
+    def put_item_metadata(item_id: str):
+        item_id = _params(ItemMetadataParams, item_id=item_id).item_id
+        metadata = _body(ctx, MetadataBody).metadata
+        fs = ctx.feature_store
+        _store_call(ctx, "metadata", lambda: fs.put_metadata(item_id, metadata))
+        return jsonify({"item_id": item_id, "metadata": metadata})
 
     @app.post("/v1/interactions")
     @protected

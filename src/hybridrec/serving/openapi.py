@@ -134,6 +134,26 @@ def operations(settings: Settings) -> list[Operation]:
         ]
     ops += [
         Operation(
+            "get",
+            "/v1/items/{item_id}/metadata",
+            "What a person reads about an item (title, ...); never used for scoring",
+            {200: ("Metadata", v.StoredMetadata)},
+            params=v.ItemMetadataParams,
+            errors=(404, 503),
+            description="Item metadata is public.",
+        ),
+        Operation(
+            "put",
+            "/v1/items/{item_id}/metadata",
+            "Replace the metadata of an item ({} removes it); recommendations and similar "
+            "items carry it from the next request",
+            {200: ("Stored", v.StoredMetadata)},
+            params=v.ItemMetadataParams,
+            body=v.MetadataBody,
+            guarded=True,
+            errors=(503,),
+        ),
+        Operation(
             "post",
             "/v1/interactions",
             "Append interactions to the log and the users' seen items",
@@ -432,5 +452,5 @@ query parameters are refused.
 
 When HYBRIDREC_API_TOKEN is set, writes, admin calls and reads of a user's data (their
 stored features) need `Authorization: Bearer <token>` (UTF-8 for non-ASCII tokens); those
-operations then list the bearer scheme. Recommendations, similar items and item features
-stay public."""
+operations then list the bearer scheme. Recommendations, similar items, item features and
+item metadata stay public."""

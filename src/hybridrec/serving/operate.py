@@ -22,7 +22,8 @@ from ..errors import HybridrecError
 from ..modelstore.artifact import ArtifactError
 from ..modelstore.registry import RegistryError, promote_model
 from . import validation as v
-from .app import ServingContext, _params, _snapshot, _store_call
+from .answers import presented
+from .app import ServingContext, _add_metadata, _params, _snapshot, _store_call
 from .reloader import log_event
 from .traffic import TrafficSampler, read_sample, traffic_points
 from .validation import ApiError
@@ -143,9 +144,10 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
     def seen_items(user_id: str):
         p = _params(v.SeenParams, user_id=user_id)
         seen = _store_call(ctx, "seen", lambda: ctx.feature_store.get_seen(p.user_id))
-        ids = sorted(seen)[: p.limit]
-        items = [v.SeenItem(item_id=i, **meta) for i, meta in zip(ids, _metadata(ctx, ids))]
-        return _encode(v.SeenItems(user_id=p.user_id, count=len(seen), items=items))
+        items = [{"item_id": i} for i in sorted(seen)[: p.limit]]
+        _add_metadata(ctx, items)
+        listed = [v.SeenItem(**item) for item in items]
+        return _encode(v.SeenItems(user_id=p.user_id, count=len(seen), items=listed))
 
     @app.get("/v1/model/features")
     def vocabulary():
@@ -171,14 +173,16 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
         snap = _snapshot(ctx)
         found, truncated = _search(ctx, snap, p.q, p.limit)
         known = snap.model.item_space_.entities
+        items = [{"item_id": i} for i in found]
+        _add_metadata(ctx, items)
         summaries = [
             v.ItemSummary(
-                item_id=i,
-                in_model=i in known,
-                recommendable=i in snap,
-                **({"title": meta["title"]} if meta and "title" in meta else {}),
+                item_id=item["item_id"],
+                in_model=item["item_id"] in known,
+                recommendable=item["item_id"] in snap,
+                **({"title": item["title"]} if "title" in item else {}),
             )
-            for i, meta in zip(found, _metadata(ctx, found, raw=True))
+            for item in items
         ]
         return _encode(v.ItemSearch(query=p.q, items=summaries, truncated=truncated))
 
@@ -192,7 +196,7 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
             snap = _snapshot(ctx)  # put through another worker a moment ago
         vocabulary = snap.model.item_space_.vocabulary
         known = sum(1 for name in stored or () if name in vocabulary)
-        (meta,) = _metadata(ctx, [item_id])
+        (meta,) = _add_metadata(ctx, [], item_id)
         return _encode(
             v.ItemStatus(
                 item_id=item_id,
@@ -203,7 +207,7 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
                 features=stored,
                 known_features=known,
                 unknown_features=len(stored or ()) - known,
-                **meta,
+                **presented(meta),
             )
         )
 
@@ -306,45 +310,19 @@ def _version(ctx: ServingContext, info: dict[str, Any]) -> v.ModelVersion:
     )
 
 
-def _metadata(ctx: ServingContext, ids: list[str], raw: bool = False) -> list[dict[str, Any]]:
-    """Each item's metadata as answer fields (``title``, ``metadata``), or the raw
-    metadata with ``raw``; empty where there is none or the store has no metadata."""
-    lookup = getattr(ctx.feature_store, "metadata_of", None)
-    found: list = [None] * len(ids)
-    if lookup is not None and ids and ctx.state.store_ok:
-        try:
-            found = lookup(ids)
-        except (HybridrecError, ValueError) as exc:
-            ctx.reloader.store_failed("metadata", exc)
-    if raw:
-        return found
-    out = []
-    for meta in found:
-        fields: dict[str, Any] = {}
-        if meta:
-            if "title" in meta:
-                fields["title"] = meta["title"]
-            rest = {k: x for k, x in meta.items() if k != "title"}
-            if rest:
-                fields["metadata"] = rest
-        out.append(fields)
-    return out
-
-
 def _search(ctx: ServingContext, snap, query: str, limit: int) -> tuple[list[str], bool]:
     """Ids whose id or title contains ``query`` (casefolded): the exact id first, then
     prefixes, then the rest, shorter ids first; ``(ids, more matched than limit)``.
 
-    Scans the ids this worker can recommend (in memory) and, when the store keeps
-    metadata, the titles; an item in the catalog that cannot be recommended (no feature
-    the model knows) is found by its exact id.
+    Scans the ids this worker can recommend (in memory) and the stored titles; an item
+    in the catalog that cannot be recommended (no feature the model knows) is found by its
+    exact id.
     """
     q = query.casefold()
     matches = {i for i in snap.item_ids() if q in i.casefold()}
-    titles = getattr(ctx.feature_store, "iter_metadata", None)
-    if titles is not None and ctx.state.store_ok:
+    if ctx.state.store_ok:
         try:
-            for item_id, meta in titles():
+            for item_id, meta in ctx.feature_store.iter_metadata():
                 if q in str(meta.get("title", "")).casefold():
                     matches.add(item_id)
         except (HybridrecError, ValueError) as exc:

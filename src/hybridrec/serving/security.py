@@ -78,6 +78,7 @@ def exposure_warning(host: str, token: str | None) -> str | None:
         return None
     return (
         f"serving on {host}, reachable from other machines, without HYBRIDREC_API_TOKEN: "
-        "anyone who reaches it can write features and interactions, read users' features "
+        "anyone who reaches it can write features, item metadata and interactions, read "
+        "users' features "
         "and force reloads; set HYBRIDREC_API_TOKEN or bind 127.0.0.1"
     )

@@ -14,6 +14,8 @@ Rules (each stated in the document too):
   weights as float32: a larger weight would be infinite there);
 - interaction timestamps: unix seconds within ``TIMESTAMP_MIN..TIMESTAMP_MAX`` (the years
   1 to 9999, as a date-time can name them) or an RFC 3339 date-time with its offset;
+- item metadata: at most ``MAX_FIELDS`` (64) fields, names of 1..256 characters (not
+  blank), text of at most ``MAX_VALUE_LENGTH`` (4096) characters, no NUL in either;
 - JSON numbers are numbers: ``10.0`` is the integer 10, as in the document's schema;
 - bodies: JSON objects (``Content-Type: application/json``) of at most
   ``HYBRIDREC_MAX_BODY_BYTES`` (1 MiB); unknown fields and unknown query parameters are
@@ -40,14 +42,17 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from ..io.files import MAX_ID_LENGTH
+from ..store.metadata import MAX_FIELDS, MAX_VALUE_LENGTH
 
 __all__ = [
     "ApiError",
     "FeaturesBody",
     "InteractionsBody",
     "ItemFeaturesParams",
+    "ItemMetadataParams",
     "MAX_ID_LENGTH",
     "MAX_LIST",
+    "MetadataBody",
     "NoParams",
     "TIMESTAMP_MAX",
     "TIMESTAMP_MIN",
@@ -103,6 +108,31 @@ Features = Annotated[
         examples=[{"genre:Comedy": 1.0, "tag:pixar": 0.5}],
     ),
 ]
+_NAME_TEXT = f"a string of 1..{MAX_ID_LENGTH} characters, not blank, without NUL"
+_TEXT = f"a string of at most {MAX_VALUE_LENGTH} characters, without NUL"
+MetadataName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=r"^[^\u0000]*[^\s\u0000][^\u0000]*$",  # not blank, no NUL
+        description=_NAME_TEXT,
+    ),
+]
+MetadataText = Annotated[
+    str, Meta(max_length=MAX_VALUE_LENGTH, pattern=r"^[^\u0000]*$", description=_TEXT)
+]
+Metadata = Annotated[
+    dict[MetadataName, MetadataText],
+    Meta(
+        max_length=MAX_FIELDS,
+        description=f"an object of at most {MAX_FIELDS} fields, name ({_NAME_TEXT}) -> text "
+        f'({_TEXT}); "title" is shown as the item\'s title',
+        examples=[{"title": "Toy Story (1995)"}],
+    ),
+]
+"""Item metadata (a title, a link): what a person reads, never a feature. The same rules as
+:func:`hybridrec.store.metadata.check_metadata` (NUL: no file format could carry it back)."""
 _SECONDS = Annotated[int, Meta(ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX)]
 _DATE_TIME = Annotated[dt.datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
 Timestamp = Annotated[
@@ -163,6 +193,12 @@ def _seconds(stamp: dt.datetime) -> int:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
+class MetadataBody(Struct, forbid_unknown_fields=True):
+    """The body of an item metadata PUT: the item's whole metadata (``{}`` removes it)."""
+
+    metadata: Metadata
+
+
 class InteractionsBody(Struct, forbid_unknown_fields=True):
     """The body of ``POST /v1/interactions``."""
 
@@ -179,13 +215,18 @@ class InteractionsBody(Struct, forbid_unknown_fields=True):
 # -- responses -----------------------------------------------------------------------------------
 
 
+_TITLE = Meta(description="the item's metadata title, when it has one")
+_OTHER = Meta(description="the item's other metadata fields, when it has any")
+
+
 class ScoredItem(Struct):
-    """An item and its score; ``title`` and ``metadata`` when the store holds any."""
+    """An item and its score (its meaning: the answer's ``score_type``); ``title`` and
+    ``metadata`` when the store holds any."""
 
     item_id: str
     score: float
-    title: str | UnsetType = UNSET
-    metadata: dict[str, Any] | UnsetType = UNSET
+    title: Annotated[str, _TITLE] | UnsetType = UNSET
+    metadata: Annotated[dict[str, str], _OTHER] | UnsetType = UNSET
 
 
 class Recommendations(Struct):
@@ -194,6 +235,14 @@ class Recommendations(Struct):
     user_id: str | None
     model_version: str
     strategy: Literal["personalized", "baseline"]
+    score_type: Annotated[
+        Literal["model", "fold_in", "popularity"],
+        Meta(
+            description="what the scores are: model = q_u.q_i + b_u + b_i (a ranking score, "
+            "not a probability); fold_in = q_u.q_i + b_i with q_u from the user's items; "
+            "popularity = the item's training interactions (weights summed)"
+        ),
+    ]
     user_case: Literal["known_with_features", "known", "new_with_features", "unknown"]
     retrieval: Annotated[
         Literal["exact", "approximate"],
@@ -213,11 +262,17 @@ class Recommendations(Struct):
 
 
 class SimilarItems(Struct):
-    """Items nearest to an item in latent space (cosine), best first."""
+    """Items nearest to an item in latent space (cosine), best first; ``title`` and
+    ``metadata`` are the queried item's, when it has any."""
 
     item_id: str
     model_version: str
+    score_type: Annotated[
+        Literal["cosine"], Meta(description="cosine of the two items' latent vectors, -1..1")
+    ]
     items: list[ScoredItem]
+    title: Annotated[str, _TITLE] | UnsetType = UNSET
+    metadata: Annotated[dict[str, str], _OTHER] | UnsetType = UNSET
 
 
 _UNKNOWN = Meta(
@@ -240,6 +295,13 @@ class ItemFeatures(Struct):
     item_id: str
     features: dict[str, float]
     unknown_features: Annotated[int, _UNKNOWN] | UnsetType = UNSET
+
+
+class StoredMetadata(Struct):
+    """An item's stored metadata."""
+
+    item_id: str
+    metadata: dict[str, str]
 
 
 class Accepted(Struct):
@@ -309,6 +371,10 @@ class UserFeaturesParams(Struct, forbid_unknown_fields=True):
 
 
 class ItemFeaturesParams(Struct, forbid_unknown_fields=True):
+    item_id: Id
+
+
+class ItemMetadataParams(Struct, forbid_unknown_fields=True):
     item_id: Id
 
 

@@ -13,6 +13,7 @@ hash tag, so all keys of one entity live in one slot and every command touches o
                                   of the ids of one bulk-load chunk); capped, ~100k entries
     P:log                  stream fields u, i, w, t (user, item, weight, unix seconds);
                                   capped at ``log_maxlen`` (approximate MAXLEN ~)
+    P:items:meta           hash   item id -> metadata JSON (``store/metadata.py``)
 
 A replace deletes and rewrites the hash in one Lua script (one key), so a reader sees the
 old features or the new ones, never a mix or nothing. Writes add an
@@ -34,6 +35,7 @@ import pandas as pd
 
 from ..errors import HybridrecError
 from .connection import redis_errors
+from .metadata import ItemMetadata
 
 __all__ = ["FeatureStore", "KINDS", "RESYNC"]
 
@@ -90,7 +92,7 @@ def _check_features(features: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-class FeatureStore:
+class FeatureStore(ItemMetadata):
     """Features of users and items, the catalog, seen sets and the interaction log.
 
     ``client`` is a redis-py ``Redis`` or ``RedisCluster``; every public method raises
@@ -429,6 +431,13 @@ class FeatureStore:
         )
         frame.attrs["last_id"] = last
         return frame
+
+    @_guard
+    def log_cursor(self) -> str:
+        """Cursor of the newest log entry (``"0-0"`` if none): what ``read_interactions``
+        would put in ``attrs["last_id"]`` now, without reading the log."""
+        last = self.client.xrevrange(self.log_key, "+", "-", count=1)
+        return _s(last[0][0]) if last else "0-0"
 
     @_guard
     def log_length(self) -> int:

@@ -112,6 +112,8 @@ def data_summary(interactions: pd.DataFrame, log_last_id: str | None = None) -> 
     The retraining cycle judges a champion only on interactions it has not seen.
     """
     ts = interactions["timestamp"] if "timestamp" in interactions else None
+    if interactions.attrs.get("timestamps") == "row_order":
+        ts = None  # a file without timestamps: row numbers say nothing about time
     return {
         "log_last_id": log_last_id,
         "interactions": len(interactions),
