@@ -116,6 +116,7 @@ def demo(
             err=True,
         )
         click.echo(examples)
+        click.echo(f"\nthe web console: http://{host}:{port}/", err=True)
         click.echo("\nCtrl-C stops the server (the embedded Redis keeps running: "
                    "'hybridrec redis stop' stops it).", err=True)  # fmt: skip
 

@@ -12,7 +12,10 @@ like item features.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
+import time
 from typing import Any
 
 import msgspec
@@ -31,6 +34,7 @@ from .validation import ApiError
 __all__ = ["install_operator_routes"]
 
 SAMPLE_INTERVAL = 5.0  # seconds between traffic samples
+TITLES_TTL = 30.0  # seconds a worker searches titles it read before
 _REPORT_TYPES = {
     ".json": "application/json",
     ".png": "image/png",
@@ -53,6 +57,7 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
     ``ctx.close()``)."""
     sampler = TrafficSampler(ctx.metrics, SAMPLE_INTERVAL).start()
     ctx._closers.append(sampler.stop)
+    titles = _Titles()
 
     @app.get("/v1/models")
     def list_models():
@@ -171,7 +176,7 @@ def install_operator_routes(app: Flask, ctx: ServingContext, protected) -> None:
     def search_items():
         p = _params(v.ItemSearchParams)
         snap = _snapshot(ctx)
-        found, truncated = _search(ctx, snap, p.q, p.limit)
+        found, truncated = _search(ctx, snap, titles, p.q, p.limit)
         known = snap.model.item_space_.entities
         items = [{"item_id": i} for i in found]
         _add_metadata(ctx, items)
@@ -310,7 +315,9 @@ def _version(ctx: ServingContext, info: dict[str, Any]) -> v.ModelVersion:
     )
 
 
-def _search(ctx: ServingContext, snap, query: str, limit: int) -> tuple[list[str], bool]:
+def _search(
+    ctx: ServingContext, snap, titles: _Titles, query: str, limit: int
+) -> tuple[list[str], bool]:
     """Ids whose id or title contains ``query`` (casefolded): the exact id first, then
     prefixes, then the rest, shorter ids first; ``(ids, more matched than limit)``.
 
@@ -322,9 +329,7 @@ def _search(ctx: ServingContext, snap, query: str, limit: int) -> tuple[list[str
     matches = {i for i in snap.item_ids() if q in i.casefold()}
     if ctx.state.store_ok:
         try:
-            for item_id, meta in ctx.feature_store.iter_metadata():
-                if q in str(meta.get("title", "")).casefold():
-                    matches.add(item_id)
+            matches.update(i for i, title in titles.read(ctx.feature_store) if q in title)
         except (HybridrecError, ValueError) as exc:
             ctx.reloader.store_failed("metadata", exc)
     if query not in matches:
@@ -341,6 +346,30 @@ def _search(ctx: ServingContext, snap, query: str, limit: int) -> tuple[list[str
 
     ordered = sorted(matches, key=rank)
     return ordered[:limit], len(ordered) > limit
+
+
+class _Titles:
+    """Every item's title, casefolded, for search: read whole (HSCAN) at most every
+    ``TITLES_TTL`` seconds, or when the number of items with metadata changes (one HLEN
+    per search), so a new item's title is found at once and an edited one within the TTL."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read_at = -math.inf
+        self._count = -1
+        self._titles: list[tuple[str, str]] = []
+
+    def read(self, feature_store) -> list[tuple[str, str]]:
+        count = feature_store.metadata_count()
+        with self._lock:
+            if count != self._count or time.monotonic() - self._read_at > TITLES_TTL:
+                self._titles = [
+                    (item_id, str(meta.get("title", "")).casefold())
+                    for item_id, meta in feature_store.iter_metadata()
+                    if meta.get("title")
+                ]
+                self._count, self._read_at = count, time.monotonic()
+            return self._titles
 
 
 def _catalog(snap, updates: dict[str, float]) -> v.CatalogChanges:
