@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +31,8 @@ import requests
 from hybridrec.client import Client
 from hybridrec.config import Settings
 
-from .live_server import HYBRIDREC, live_server, server_env
+from .conftest import cli_for
+from .live_server import live_server, server_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "console-tøken"
@@ -48,14 +48,6 @@ LAUNCH_ARGS = [
     "--disable-sync",
 ]
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def _cli(env: dict, cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        [HYBRIDREC, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, f"hybridrec {' '.join(args)}:\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +88,13 @@ def sample_server(playwright_browser, redis_server, tmp_path_factory):
         model_store=str(root / "models"),
     )
     env = server_env(settings)
+    cli = cli_for(settings)
     sample = sample_dir()
-    _cli(env, root, "features", "load", "users", str(sample / "user_features.csv"))
-    _cli(env, root, "features", "load", "items", str(sample / "item_features.csv"))
-    _cli(env, root, "interactions", "load", str(sample / "interactions.csv"))
-    _cli(env, root, "metadata", "load", str(sample / "item_metadata.csv"))
-    _cli(env, root, "train", "--epochs", "2", "--threads", "2", "--publish")
+    cli("features", "load", "users", str(sample / "user_features.csv"))
+    cli("features", "load", "items", str(sample / "item_features.csv"))
+    cli("interactions", "load", str(sample / "interactions.csv"))
+    cli("metadata", "load", str(sample / "item_metadata.csv"))
+    cli("train", "--epochs", "2", "--threads", "2", "--publish")
     # new feedback (2% of the log: a retraining cycle needs 1%), then a cycle with the
     # champion's 2 epochs: a second version, with its report
     log = pd.read_csv(sample / "interactions.csv", dtype={"user_id": str, "item_id": str})
@@ -117,8 +110,8 @@ def sample_server(playwright_browser, redis_server, tmp_path_factory):
     fresh.head(2000).assign(timestamp=int(log["timestamp"].max()) + 60).to_csv(
         root / "fresh.csv", index=False
     )
-    _cli(env, root, "interactions", "load", str(root / "fresh.csv"))
-    _cli(env, root, "retrain", "--threads", "2", "--seed", "0")
+    cli("interactions", "load", str(root / "fresh.csv"))
+    cli("retrain", "--threads", "2", "--seed", "0")
     with live_server({**env, "HYBRIDREC_API_TOKEN": TOKEN}, root / "srv") as server:
         with Client(server.base, token=TOKEN) as api:
             versions = [v.version for v in api.models().versions][::-1]
