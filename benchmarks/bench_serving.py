@@ -167,10 +167,12 @@ def bare_app():
 
 
 def run_reference(kind: str, port: int, workers: int, artifact: str | None) -> None:
-    from hybridrec.serving.server import gunicorn_options, run_wsgi
+    from functools import partial
 
-    options = gunicorn_options("127.0.0.1", port, workers)
-    run_wsgi((lambda: seed_app(artifact)) if kind == "seed" else bare_app, options)
+    from hybridrec.serving.server import run_app
+
+    # hybridrec serve's default server and worker start-up (BLAS pinned, JSON logs)
+    run_app(partial(seed_app, artifact) if kind == "seed" else bare_app, "127.0.0.1", port, workers)
 
 
 # -- load ---------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import click
 
@@ -91,11 +90,9 @@ def retrain(
         interval = parse_interval(every)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s",'
-        '"logger":"%(name)s","message":"%(message)s"}',
-    )
+    from ..logs import configure_logging
+
+    configure_logging()  # the same JSON lines as hybridrec serve
     # a store that is down at start is a cycle failure like any other, not a crash
     n = run_loop(cycle, interval, max_cycles=max_cycles)
     if n == 0:

@@ -171,12 +171,18 @@ def create_app(
     registry: Any = None,
     model_store: Any = None,
     start_reloader: bool = True,
+    wait_ready: float = 0.0,
 ) -> Flask:
     """The API as a Flask app.
 
     Parts not passed are built from ``settings`` (default: the environment); the reloader
     thread starts at once and loads the registry's current version in the background
     (``/readyz`` answers 503 until then). ``app.extensions["hybridrec"].close()`` stops it.
+
+    ``wait_ready`` > 0: return only after the reloader's first registry check has ended
+    (the published version loaded, nothing published, or the load failed), waiting at most
+    that many seconds. A server worker does so before it takes requests, so that a
+    replacement worker never answers 503 while another worker has a model.
     """
     settings = settings or Settings.from_env()
     if settings.redis_url is not None:  # a malformed URL stops the start, on one line
@@ -214,6 +220,16 @@ def create_app(
     _install_routes(app, ctx)
     if start_reloader:
         reloader.start()
+        if wait_ready > 0:
+            started = time.monotonic()
+            result = reloader.reload_now(timeout=wait_ready)
+            log_event(
+                logging.INFO,
+                "worker_ready",
+                version=result.version,
+                waited_seconds=round(time.monotonic() - started, 3),
+                error=result.error,
+            )
     return app
 
 

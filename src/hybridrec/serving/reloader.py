@@ -18,7 +18,6 @@ it once and use that snapshot to the end, so a request never sees half a model. 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logs
 from ..errors import HybridrecError, StoreUnavailable
 from ..store.features import RESYNC
 from .metrics import Metrics
@@ -71,9 +71,8 @@ def sync_catalog(snapshot: Snapshot, feature_store) -> tuple[Snapshot, str]:
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
-    """One structured (JSON) log line."""
-    if log.isEnabledFor(level):
-        log.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+    """One structured (JSON) log line of the serving logger."""
+    logs.log_event(log, level, event, **fields)
 
 
 class ServingState:

@@ -401,7 +401,8 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, command: str = "redis") -> bool:
+    """True while ``pid`` runs a command whose name contains ``command`` ("" for any)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -415,7 +416,7 @@ def _pid_alive(pid: int) -> bool:
         except OSError:
             return False
         name, _, rest = stat.partition(") ")
-        return "redis" in name and rest[:1] not in ("Z", "X")
+        return command in name and rest[:1] not in ("Z", "X")
     return True
 
 
