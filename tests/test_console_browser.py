@@ -35,7 +35,7 @@ from .conftest import cli_for
 from .live_server import live_server, server_env
 
 CHROMIUM = Path("/usr/bin/chromium")
-TOKEN = "console-tøken"
+TOKEN = "console-token"  # ASCII: the default server (granian) serves it
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_FEATURE = '"><script>alert(2)</script>'
 LAUNCH_ARGS = [
