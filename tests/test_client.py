@@ -122,6 +122,12 @@ def test_an_item_put_becomes_recommendable_and_a_delete_retires_it(api):
     assert (status.known_features, status.unknown_features) == (1, 1)
     found = api.search_items("BRAND")
     assert [i.item_id for i in found.items] == ["brand-new"] and found.items[0].recommendable
+    assert api.put_item_metadata("brand-new", {"title": "Brand <New>"}).metadata == {
+        "title": "Brand <New>"
+    }
+    assert api.item_metadata("brand-new").metadata["title"] == "Brand <New>"
+    assert api.search_items("brand <n").items[0].title == "Brand <New>"  # by title
+    api.put_item_metadata("brand-new", {})
     api.delete_item_features("brand-new")
     gone = _until(lambda: api.item("brand-new"), lambda s: not s.recommendable)
     assert gone.in_catalog is False and gone.features is None

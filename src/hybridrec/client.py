@@ -47,6 +47,7 @@ from .serving.validation import (
     SimilarItems,
     Stats,
     Status,
+    StoredMetadata,
     UserFeatures,
     Vocabulary,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "SimilarItems",
     "Stats",
     "Status",
+    "StoredMetadata",
     "UserFeatures",
     "Vocabulary",
 ]
@@ -291,6 +293,17 @@ class Client:
             "PUT", f"/v1/{kind}/{_segment(entity_id)}/features", json={"features": dict(features)}
         )
         return msgspec.json.decode(response.content, type=tp)
+
+    def item_metadata(self, item_id: str) -> StoredMetadata:
+        """``GET /v1/items/{item_id}/metadata``: its title and other fields."""
+        return self._get(StoredMetadata, f"/v1/items/{_segment(item_id)}/metadata")
+
+    def put_item_metadata(self, item_id: str, metadata: Mapping[str, str]) -> StoredMetadata:
+        """``PUT /v1/items/{item_id}/metadata``: replace it (``{}`` removes it)."""
+        response = self._send(
+            "PUT", f"/v1/items/{_segment(item_id)}/metadata", json={"metadata": dict(metadata)}
+        )
+        return msgspec.json.decode(response.content, type=StoredMetadata)
 
     def add_interactions(self, interactions: Iterable[Mapping[str, Any]]) -> Accepted:
         """``POST /v1/interactions``: dicts with ``user_id``, ``item_id`` and optional
