@@ -3,6 +3,7 @@ bundled sample."""
 
 from .files import (
     MAX_ID_LENGTH,
+    MAX_WEIGHT,
     InputError,
     read_features,
     read_interactions,
@@ -14,6 +15,7 @@ from .sample import Sample, load_sample, sample_dir
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_WEIGHT",
     "InputError",
     "Sample",
     "load_sample",

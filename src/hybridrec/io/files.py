@@ -13,7 +13,9 @@ the header refused:
 
 Ids and feature names are kept verbatim as strings (``"007"`` stays ``"007"``, surrounding
 spaces are kept); they must not be blank and are at most 256 characters long. Weights are
-finite numbers ``>= 0`` (1.0 when the column is absent). Duplicate pairs are merged.
+numbers from 0 to :data:`MAX_WEIGHT` (the largest float32: the model trains in float32,
+where a larger weight is infinite), 1.0 when the column is absent. Duplicate pairs are
+merged (their weights summed, and the sum must be in range too).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..errors import HybridrecError
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_WEIGHT",
     "InputError",
     "read_features",
     "read_interactions",
@@ -55,8 +58,13 @@ _FEATURES_REQUIRED, _FEATURES_OPTIONAL = ("id", "feature"), ("weight",)
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _INT64_MIN, _INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+MAX_WEIGHT = float(np.finfo(np.float32).max)
+"""Largest accepted weight (about 3.4e38): the model trains in float32, where a larger
+weight (1e39, say) is infinite and stops every training."""
+
 _WEIGHT_HINT = (
-    "weights must be finite numbers >= 0: fix the row, or drop the weight column to use 1.0"
+    f"weights must be finite numbers >= 0 and <= {MAX_WEIGHT:.8g} (the float32 range the "
+    "model trains in): fix the row, or drop the weight column to use 1.0"
 )
 _TIMESTAMP_HINT = (
     "timestamps must be integer unix seconds (e.g. 1700000000) or ISO-8601 "
@@ -518,6 +526,7 @@ def _check_weights(raw: _Raw) -> np.ndarray:
         (np.isnan(numbers), "is NaN"),
         (np.isinf(numbers), "is infinite"),
         (numbers < 0, "is negative"),
+        (numbers > MAX_WEIGHT, f"is above {MAX_WEIGHT:.8g}, infinite in float32"),
     ):
         if bad.any():
             i, count = _first(bad)
@@ -608,12 +617,14 @@ def _merge_duplicates(
         with np.errstate(over="ignore"):  # an infinite sum is reported below
             frame = frame.groupby(keys, sort=False, as_index=False).agg(how)
         summed = frame["weight"].to_numpy()
-        if not np.isfinite(summed).all():
-            i = int(np.argmax(~np.isfinite(summed)))
+        too_big = ~(summed <= MAX_WEIGHT)  # NaN-safe; inf included
+        if too_big.any():
+            i = int(np.argmax(too_big))
             pair = ", ".join(f"{k}={frame[k].iloc[i]!r}" for k in keys)
             raise raw.error(
                 None,
-                f"the weights of the duplicate rows for {pair} add up to infinity",
+                f"the weights of the duplicate rows for {pair} add up to infinity "
+                f"(above {MAX_WEIGHT:.8g}, infinite in float32)",
                 "use smaller weights",
                 column="weight",
             )

@@ -551,6 +551,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "metrics": manifest.get("metrics", {}),
                 "store": "ok" if ctx.state.store_ok else "unavailable",
                 "blas_threads": _blas_threads(),
+                "fallback": ctx.state.fallback,
             }
         )
 
@@ -592,6 +593,8 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "status": "ready",
                 "model_version": snap.version,
                 "store": "ok" if ctx.state.store_ok else "unavailable",
+                # not None: the registry's current version fails to load; an older one serves
+                "fallback": ctx.state.fallback,
             }
         )
 

@@ -124,6 +124,13 @@ class Metrics:
             registry=r,
             **live,
         )
+        self.model_fallback = Gauge(
+            "hybridrec_model_fallback",
+            "1 while the registry's current version fails to load and this worker serves "
+            "an older healthy version instead.",
+            registry=r,
+            **live,
+        )
         self.store_down = Gauge(
             "hybridrec_store_degraded",
             "1 while the feature store is unreachable and answers are degraded.",

@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ..io.files import MAX_ID_LENGTH
+from ..io.files import MAX_ID_LENGTH, MAX_WEIGHT
 from ..store.metadata import MAX_FIELDS, MAX_VALUE_LENGTH
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 MAX_LIST = 10_000  # ids in one exclude or items list
-WEIGHT_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+WEIGHT_MAX = MAX_WEIGHT  # the largest float32: the files' limit too
 TIMESTAMP_MIN = -62_135_596_800  # 0001-01-01T00:00:00Z in unix seconds
 TIMESTAMP_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z: the years a date-time can name
 
@@ -310,6 +310,15 @@ class Accepted(Struct):
     accepted: int
 
 
+class Fallback(Struct):
+    """The registry's current version fails to load; this worker serves an older healthy
+    version (``model_version``) instead and keeps watching the registry."""
+
+    registry_version: str
+    reason: str
+    since: Annotated[float, Meta(description="unix seconds")]
+
+
 class ModelInfo(Struct):
     """The model version this worker serves."""
 
@@ -325,6 +334,7 @@ class ModelInfo(Struct):
     metrics: dict[str, Any] | UnsetType = UNSET
     store: Literal["ok", "unavailable"] | UnsetType = UNSET
     blas_threads: int | None | UnsetType = UNSET
+    fallback: Fallback | None | UnsetType = UNSET
 
 
 class Reload(Struct):
@@ -340,6 +350,7 @@ class Status(Struct):
     status: str
     model_version: str | UnsetType = UNSET
     store: str | UnsetType = UNSET
+    fallback: Fallback | None | UnsetType = UNSET
 
 
 class ErrorDetail(Struct):
