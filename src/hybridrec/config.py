@@ -51,13 +51,13 @@ class Settings:
     archive: str | None = None  # HYBRIDREC_ARCHIVE (the log's Parquet archive; see archive_url)
     log_retention: str = "30d"  # HYBRIDREC_LOG_RETENTION (log entries older go to the archive)
     eval_users: int = 5000  # HYBRIDREC_EVAL_USERS (test users evaluated at most; 0: all)
+    min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
+    ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
 
     @property
     def archive_url(self) -> str:
         """Where ``interactions archive`` writes and training reads the log's history."""
         return self.archive or str(self.data_dir / "archive")
-    min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
-    ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

@@ -620,6 +620,13 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
     def openapi():
         return jsonify(document)
 
+    # the operator's routes and the web console (issue 13): serving/operate.py, console/
+    from .console import install_console
+    from .operate import install_operator_routes
+
+    install_operator_routes(app, ctx, protected)
+    install_console(app)
+
 
 def _not_similar(ctx: ServingContext, snap: Snapshot, item_id: str) -> ApiError:
     """Why ``item_id`` has no neighbours: unknown, deleted, or no feature the model knows."""
