@@ -39,7 +39,7 @@ def test_each_answer_names_its_scale_and_the_scores_are_what_it_says(serving_wor
     q_u = snap.fold_in(["i0", "i4", "i8"])
     for item in folded["items"]:
         # q_u . q_i + b_i: the item's row [q_i, b_i, 1] times [q_u, 1, 0]
-        row = snap._table.factors[snap._row(item["item_id"])]
+        row = snap.item_vector(item["item_id"])
         assert item["score"] == pytest.approx(float(row @ q_u), rel=1e-5)
 
     similar = api.get("/v1/items/i0/similar?k=3").get_json()

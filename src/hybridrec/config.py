@@ -51,6 +51,8 @@ class Settings:
     archive: str | None = None  # HYBRIDREC_ARCHIVE (the log's Parquet archive; see archive_url)
     log_retention: str = "30d"  # HYBRIDREC_LOG_RETENTION (log entries older go to the archive)
     eval_users: int = 5000  # HYBRIDREC_EVAL_USERS (test users evaluated at most; 0: all)
+    min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
+    ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
 
     @property
     def archive_url(self) -> str:
@@ -81,6 +83,8 @@ class Settings:
             archive=env.get("HYBRIDREC_ARCHIVE") or None,
             log_retention=env.get("HYBRIDREC_LOG_RETENTION") or cls.log_retention,
             eval_users=_int("HYBRIDREC_EVAL_USERS", cls.eval_users),
+            min_recall=_float("HYBRIDREC_MIN_RECALL", cls.min_recall),
+            ann_min_items=_int("HYBRIDREC_ANN_MIN_ITEMS", cls.ann_min_items),
         )
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if settings.redis_url is not None:  # refuse a malformed URL before any work

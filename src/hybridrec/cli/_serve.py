@@ -195,6 +195,7 @@ def _demo(env, host, port, workers, server, threads, access_log, retrain, epochs
             err=True,
         )
         click.echo(examples)
+        click.echo(f"\nthe web console: http://{host}:{port}/", err=True)
         if keep_redis:
             click.echo("\nCtrl-C stops the server (the embedded Redis keeps running: "
                        "'hybridrec redis stop' stops it).", err=True)  # fmt: skip

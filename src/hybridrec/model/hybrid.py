@@ -360,10 +360,15 @@ class HybridLightFM(LightFM):
         """``(n, d + 2)`` float32 rows ``[q_i, b_i, 1]`` of item feature rows ``matrix``
         (``(n, n_columns)``, built by ``item_space_``); default: the known items."""
         self._check_fitted()
-        m = (self.item_matrix_ if matrix is None else matrix).astype(np.float64)
+        m = (self.item_matrix_ if matrix is None else matrix).tocsr().astype(np.float64)
+        if matrix is not None:  # a few rows: only the embeddings they use, not all of them
+            cols = np.unique(m.indices)
+            m = m[:, cols]
+        else:
+            cols = slice(None)
         out = np.empty((m.shape[0], self.no_components + 2), dtype=np.float64)
-        out[:, :-2] = m @ self.item_embeddings.astype(np.float64)
-        out[:, -2] = m @ self.item_biases.astype(np.float64)
+        out[:, :-2] = m @ self.item_embeddings[cols].astype(np.float64)
+        out[:, -2] = m @ self.item_biases[cols].astype(np.float64)
         out[:, -1] = 1.0
         return np.ascontiguousarray(out.astype(np.float32))
 

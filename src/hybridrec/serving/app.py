@@ -201,6 +201,11 @@ def create_app(
         feature_store=background_store,
         metrics=metrics,
         reload_interval=settings.reload_interval,
+        snapshot_options={
+            "approximate": True,
+            "min_recall": settings.min_recall,
+            "ann_min_items": settings.ann_min_items,
+        },
     )
     ctx = ServingContext(
         settings,
@@ -405,7 +410,9 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     exclude = list(query.exclude)
     if query.exclude_seen:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
-    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items, history=seen)
+    rec = snap.recommend(
+        uid, features, query.k, exclude=exclude, items=query.items, history=seen, exact=query.exact
+    )
     _count(ctx, rec, degraded)
     items = [{"item_id": i, "score": s} for i, s in rec.items]
     if not degraded:
@@ -416,7 +423,7 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
         "strategy": rec.strategy,
         "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
-        "retrieval": "exact",
+        "retrieval": rec.retrieval,
         "items": items,
         "unscorable": rec.unscorable,
         "degraded": degraded,
@@ -450,6 +457,7 @@ def _user_context(ctx: ServingContext, user_id: str):
 def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
     m = ctx.metrics
     m.count_recommendation(rec.strategy, rec.user_case, degraded)
+    m.count_retrieval(rec.retrieval)
     if rec.unknown_user_features:
         m.unknown_features.labels("user").inc(rec.unknown_user_features)
 
@@ -552,6 +560,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "store": "ok" if ctx.state.store_ok else "unavailable",
                 "blas_threads": _blas_threads(),
                 "fallback": ctx.state.fallback,
+                "retrieval": snap.retrieval.as_dict(),
             }
         )
 
@@ -610,6 +619,13 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
     @app.get("/openapi.json")
     def openapi():
         return jsonify(document)
+
+    # the operator's routes and the web console (issue 13): serving/operate.py, console/
+    from .console import install_console
+    from .operate import install_operator_routes
+
+    install_operator_routes(app, ctx, protected)
+    install_console(app)
 
 
 def _not_similar(ctx: ServingContext, snap: Snapshot, item_id: str) -> ApiError:

@@ -30,7 +30,7 @@ from .. import logs
 from ..errors import HybridrecError, StoreUnavailable
 from ..store.features import DIGEST_MODULUS, RESYNC, item_digest
 from .metrics import Metrics
-from .snapshot import Snapshot
+from .snapshot import Snapshot, release_memory
 
 __all__ = [
     "CatalogPosition",
@@ -176,6 +176,7 @@ class Reloader:
         tick: float = TICK,
         on_swap: Callable[[Snapshot], None] | None = None,
         reconcile_interval: float = RECONCILE_CHECK,
+        snapshot_options: dict | None = None,
     ):
         self.state = state
         self.registry = registry
@@ -186,6 +187,8 @@ class Reloader:
         self.tick = tick
         self.on_swap = on_swap
         self.reconcile_interval = reconcile_interval
+        # Snapshot.from_model options (retrieval: approximate, min_recall, ...)
+        self.snapshot_options = dict(snapshot_options or {})
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -359,12 +362,10 @@ class Reloader:
         failed_at = self._failed.get(version)
         if failed_at is not None and not (published or asked) and now - failed_at < RETRY_FAILED:
             return ReloadResult(served, False, f"version {version} failed to load")
-        result = self._load(version, previous=served)
-        if result.error is None:
-            self._end_fallback(version)
-        elif served is None:
+        result = self._load(version, previous=served, current=True)
+        if result.error is not None and served is None:
             result = self._fall_back(version, result.error)
-        else:
+        elif result.error is not None:
             self._start_fallback(version, served, result.error)
         return result
 
@@ -423,11 +424,19 @@ class Reloader:
         self.state.fallback = None
         self.metrics.model_fallback.set(0)
 
-    def _load(self, version: str, previous: str | None) -> ReloadResult:
+    def _load(self, version: str, previous: str | None, current: bool = False) -> ReloadResult:
+        """Load ``version`` and swap it in; ``current``: it is the registry's current
+        version, so a fallback ends with the same swap (a request never sees the new
+        version still marked as a fallback)."""
         started = time.perf_counter()
         try:
             model = self.model_store.load(version)
-            snapshot = Snapshot.from_model(model, version=version)
+            # a local artifact's directory holds the mapped serving files (items, index)
+            local = getattr(self.model_store, "is_local", False)
+            directory = self.model_store.path(version) if local else None
+            snapshot = Snapshot.from_model(
+                model, version=version, directory=directory, **self.snapshot_options
+            )
         except Exception as exc:  # any failure keeps the old snapshot
             self._failed[version] = time.monotonic()
             self.metrics.reloads.labels(result="failure").inc()
@@ -442,10 +451,15 @@ class Reloader:
         self._failed.pop(version, None)
         loaded = time.perf_counter()
         snapshot, position = self._sync_catalog(snapshot)
+        if current:
+            self._end_fallback(version)
         self._swap(snapshot)
         self._position = position
+        release_memory()
         self.metrics.reloads.labels(result="success").inc()
         self.metrics.set_model(version, snapshot.loaded_at)
+        info = snapshot.retrieval
+        self.metrics.set_retrieval(info.kind == "approximate", info.recall)
         log_event(
             logging.INFO,
             "model_loaded",
@@ -456,6 +470,7 @@ class Reloader:
             load_seconds=round(loaded - started, 3),
             catalog_seconds=round(time.perf_counter() - loaded, 3),
             catalog_synced=position is not None,
+            retrieval=info.as_dict(),
         )
         return ReloadResult(version, version != previous)
 

@@ -355,6 +355,14 @@ class ModelInfo(Struct):
     store: Literal["ok", "unavailable"] | UnsetType = UNSET
     blas_threads: int | None | UnsetType = UNSET
     fallback: Fallback | None | UnsetType = UNSET
+    retrieval: Annotated[
+        dict[str, Any] | UnsetType,
+        Meta(
+            description="how top-k items are found: strategy (exact, bounded, hnsw), kind "
+            "(exact, approximate), the index's recall_at_10 measured against exact scoring, "
+            "min_recall, ef, fallback, build_seconds, mapped"
+        ),
+    ] = UNSET
 
 
 class Reload(Struct):
@@ -791,3 +799,272 @@ def _show(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- the operator's endpoints (models, reports, a user's seen items, the vocabulary, item
+# search and status, traffic): what the web console shows; handlers in :mod:`.operate` ------
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Version = Annotated[
+    str,
+    Meta(
+        pattern=_NAME_PATTERN,
+        description="a model version: letters, digits, '.', '_' and '-', at most 128 "
+        "characters, not starting with '.' (as `hybridrec models list` shows them)",
+    ),
+]
+ReportName = Annotated[
+    str,
+    Meta(
+        pattern=_NAME_PATTERN,
+        description="a report name such as report.json or report.png",
+    ),
+]
+ModelStatus = Literal["candidate", "published", "refused", "rolled_back"]
+
+
+class ModelVersion(Struct):
+    """One version in the registry: its status, metrics, what it was trained on, reports.
+
+    ``status``: ``published`` (served now or earlier), ``candidate`` (stored, never
+    served), ``refused`` (the quality gate said no; promote with ``force``),
+    ``rolled_back`` (served, then rolled back).
+    """
+
+    version: str
+    status: ModelStatus
+    current: Annotated[bool, Meta(description="the registry's pointer is on this version")]
+    recorded_at: Annotated[float, Meta(description="unix seconds when first recorded")]
+    created_at: str | None = None
+    published_at: float | None = None
+    metrics: dict[str, Any] = {}
+    sizes: dict[str, Any] = {}
+    hyperparameters: dict[str, Any] = {}
+    training_data: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="what the model was trained on (interactions, users, items, time "
+            "range, log position) when its manifest records it"
+        ),
+    ] = None
+    reasons: Annotated[list[str], Meta(description="the quality gate's reasons")] = []
+    reports: Annotated[list[str], Meta(description="names of its reports")] = []
+    artifact: Annotated[
+        Literal["ok", "missing"],
+        Meta(description="whether the model store holds the version's artifact"),
+    ] = "ok"
+
+
+class ModelVersions(Struct):
+    """The registry's versions, newest first, and where a rollback would go."""
+
+    current: str | None
+    serving: Annotated[str | None, Meta(description="the version this worker serves")]
+    rollback_target: Annotated[
+        str | None, Meta(description="the version POST /v1/admin/rollback moves to")
+    ]
+    total: int
+    versions: list[ModelVersion]
+
+
+class Reports(Struct):
+    """The reports written beside a version (a retraining cycle writes report.json and
+    report.png)."""
+
+    version: str
+    reports: list[str]
+
+
+class PointerMove(Struct):
+    """The registry's pointer after a promote or a rollback, and what this worker serves
+    (every worker follows within HYBRIDREC_RELOAD_INTERVAL seconds)."""
+
+    model_version: str
+    previous: str | None
+    serving: str | None
+    reload_error: str | None = None
+
+
+class SeenItem(Struct):
+    """An item a user interacted with; ``title`` and ``metadata`` when the store has any."""
+
+    item_id: str
+    title: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+
+
+class SeenItems(Struct):
+    """Items a user interacted with (their seen set), sorted by id, at most ``limit``."""
+
+    user_id: str
+    count: Annotated[int, Meta(description="how many items the user has seen in all")]
+    items: list[SeenItem]
+
+
+class Vocabulary(Struct):
+    """Feature names the served model knows on one side, sorted, at most ``limit``."""
+
+    model_version: str
+    side: Literal["user", "item"]
+    total: Annotated[int, Meta(description="names in the vocabulary")]
+    matched: Annotated[int, Meta(description="names that contain the query")]
+    features: list[str]
+
+
+class ItemSummary(Struct):
+    """An item found by a search."""
+
+    item_id: str
+    in_model: Annotated[bool, Meta(description="the served model was trained with it")]
+    recommendable: Annotated[bool, Meta(description="this worker can recommend it now")]
+    title: str | UnsetType = UNSET
+
+
+class ItemSearch(Struct):
+    """Items whose id (or title) contains the query, case-insensitive: an exact id first,
+    then ids that start with it, then the rest, shortest first."""
+
+    query: str
+    items: list[ItemSummary]
+    truncated: Annotated[bool, Meta(description="more items matched than limit")]
+
+
+class ItemStatus(Struct):
+    """What the service knows of one item: is it in the model, in the catalog,
+    recommendable now, and which of its stored features the model can use."""
+
+    item_id: str
+    model_version: str
+    in_model: bool
+    in_catalog: Annotated[bool, Meta(description="the feature store holds the item")]
+    recommendable: bool
+    features: Annotated[
+        dict[str, float] | None, Meta(description="stored features; null when not stored")
+    ]
+    known_features: Annotated[int, Meta(description="stored names the model knows")]
+    unknown_features: Annotated[int, Meta(description="stored names the model ignores")]
+    title: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+
+
+class TrafficPoint(Struct):
+    """Traffic over one sampling interval ending at ``t`` (unix seconds), all workers."""
+
+    t: float
+    requests_per_second: float
+    client_errors_per_second: Annotated[float, Meta(description="4xx answers")]
+    server_errors_per_second: Annotated[float, Meta(description="5xx answers")]
+    p50_ms: Annotated[
+        float | None,
+        Meta(description="median latency of recommendation and similar-item requests"),
+    ]
+    p99_ms: float | None
+
+
+class WorkerState(Struct):
+    """One worker as its gauges report it."""
+
+    pid: int | None
+    model_version: str | None
+    catalog_items: int | None
+    snapshot_age_seconds: float | None
+    degraded: bool
+
+
+class CatalogChanges(Struct):
+    """The served catalog against the model's training catalog (this worker)."""
+
+    model_items: Annotated[int, Meta(description="items the model was trained with")]
+    recommendable: int
+    added: Annotated[int, Meta(description="items put since training, unknown to the model")]
+    changed: Annotated[int, Meta(description="model items served with new features")]
+    unavailable: Annotated[
+        int, Meta(description="model items not recommendable now (deleted, or no features)")
+    ]
+    updates: Annotated[
+        dict[str, int], Meta(description="catalog changes applied, by operation, all workers")
+    ]
+
+
+class Stats(Struct):
+    """The service at a glance: model, store, reloads, catalog changes and recent
+    traffic (request rate and latency, sampled every ``interval_seconds`` by each worker
+    from the metrics of every worker)."""
+
+    model_version: str | None
+    registry_version: Annotated[
+        str | None, Meta(description="the registry's current version; null when unreadable")
+    ]
+    store: Literal["ok", "unavailable"]
+    degraded: Annotated[bool, Meta(description="this worker answers without the store")]
+    reload_failures: Annotated[int, Meta(description="failed model loads, all workers")]
+    reloads: Annotated[int, Meta(description="successful model loads, all workers")]
+    interval_seconds: float
+    catalog: CatalogChanges | None
+    workers: list[WorkerState]
+    traffic: list[TrafficPoint]
+
+
+class ModelsParams(Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1, le=1000, description="newest versions to list (1..1000)")] = (
+        100
+    )
+
+
+class ReportsParams(Struct, forbid_unknown_fields=True):
+    version: Version
+
+
+class ReportParams(Struct, forbid_unknown_fields=True):
+    version: Version
+    name: ReportName
+
+
+class PromoteParams(Struct, forbid_unknown_fields=True):
+    version: Version
+    force: Annotated[bool, Meta(description="promote a version the quality gate refused")] = False
+
+
+class RollbackParams(Struct, forbid_unknown_fields=True):
+    expect: Annotated[
+        Version | None,
+        Meta(
+            description="the version you expect to roll back to (rollback_target of GET "
+            "/v1/models): refused with 409 if the registry moved meanwhile"
+        ),
+    ] = None
+
+
+class SeenParams(Struct, forbid_unknown_fields=True):
+    user_id: Id
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIST, description="items to list")] = 100
+
+
+class VocabularyParams(Struct, forbid_unknown_fields=True):
+    side: Annotated[Literal["user", "item"], Meta(description="user or item features")] = "user"
+    q: Annotated[
+        str, Meta(max_length=MAX_ID_LENGTH, description="only names that contain this")
+    ] = ""
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIST, description="names to list")] = 100
+
+
+class ItemSearchParams(Struct, forbid_unknown_fields=True):
+    q: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            description="text an item's id or title contains (case-insensitive)",
+        ),
+    ]
+    limit: Annotated[int, Meta(ge=1, le=100, description="items to return")] = 20
+
+
+class StatsParams(Struct, forbid_unknown_fields=True):
+    minutes: Annotated[
+        int, Meta(ge=1, le=60, description="how many minutes of traffic to return")
+    ] = 15
+
+
+class ConsoleAssetParams(Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(max_length=64, description="a file of the console")]
