@@ -197,7 +197,7 @@ def test_a_file_without_timestamps_splits_by_row_order(cli, tmp_path):
         (["ALL", "TRAIN", "test.txt"], "unsupported file type"),
         (["ALL", "TRAIN", "TEST", "--by", "per-user", "--at", "2020-01-01"], "--at is for"),
         (["ALL", "TRAIN", "TEST", "--at", "1", "--test-size", "0.2"], "not both"),
-        (["ALL", "TRAIN", "TEST", "--at", "yesterday"], "is neither unix seconds (e.g. 1700000000) nor ISO-8601"),
+        (["ALL", "TRAIN", "TEST", "--at", "yesterday"], "is neither unix seconds (e.g."),
         (["ALL", "TRAIN", "TEST", "--at", "2030-01-01"], "choose an earlier --at"),
         (["ALL", "TRAIN", "TEST", "--test-size", "1"], "0<x<1"),
         (["ALL", "TRAIN", "TEST", "--by", "cold-users", "--test-size", "0.1"], "no user"),
