@@ -22,7 +22,7 @@ from hybridrec.io.files import read_interactions, write_interactions
 from hybridrec.io.sample import sample_dir
 from hybridrec.training.split import SPLIT_MODES, SplitError, split_frame
 
-from .conftest import cli_for
+from .conftest import cli_for, settings_under
 
 # -- split_frame: properties ------------------------------------------------------------------
 
@@ -222,18 +222,8 @@ def test_the_command_refuses_bad_arguments_before_writing(settings, tmp_path, ar
 def sample_round_trip(redis_server, tmp_path_factory):
     """The bundled sample split per user; a small model trained on the training part and
     published; features of the sample in the store."""
-    import uuid
-
-    from hybridrec.config import Settings
-
     tmp = tmp_path_factory.mktemp("roundtrip")
-    cfg = Settings(
-        redis_url=redis_server.url,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}",
-        data_dir=tmp / ".hybridrec",
-        model_store=str(tmp / "models"),
-    )
-    cli = cli_for(cfg)
+    cli = cli_for(settings_under(redis_server, tmp))
     sample = sample_dir()
     cli("features", "load", "users", str(sample / "user_features.csv"))
     cli("features", "load", "items", str(sample / "item_features.csv"))
