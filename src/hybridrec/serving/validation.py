@@ -110,8 +110,10 @@ QueryIdList = Annotated[
         description=f"comma-separated ids, at most {MAX_LIST}, each {_QUERY_ID_TEXT}",
     ),
 ]
-"""A list in a query string (``style: form, explode: false``): an empty entry (``a,,b``)
-is an empty id and refused, as the body's lists refuse one; ``exclude=`` is no id."""
+"""A list in a query string (``style: form, explode: false``): the value split at every
+comma, percent-encoded or not (clients encode them), so an id cannot hold one. An empty
+part (``a,,b``, and ``exclude=`` itself) is an empty id and refused, as the body's lists
+refuse one: leave the parameter out for no id."""
 Weight = Annotated[
     float,
     Meta(
@@ -584,9 +586,10 @@ def _query_bool(text: str) -> bool | str:
 
 
 def _query_list(text: str) -> list[str]:
-    """Comma-separated values (OpenAPI ``style: form, explode: false``): ``""`` is the empty
-    list; every other empty part is an empty value, refused by the declaration."""
-    return text.split(",") if text else []
+    """Comma-separated values (OpenAPI ``style: form, explode: false``); an empty part
+    (``""`` too: it cannot be told from ``[""]``) is an empty value, which the declaration
+    refuses."""
+    return text.split(",")
 
 
 def decode_params(tp: type, path: Mapping[str, str], query: Mapping[str, str]) -> Any:
