@@ -106,8 +106,10 @@ QueryIdList = Annotated[
         ]
     ],
     Meta(
+        min_length=1,
         max_length=MAX_LIST,
-        description=f"comma-separated ids, at most {MAX_LIST}, each {_QUERY_ID_TEXT}",
+        description=f"comma-separated ids, 1 to {MAX_LIST}, each {_QUERY_ID_TEXT}; "
+        "leave the parameter out for none",
     ),
 ]
 """A list in a query string (``style: form, explode: false``): the value split at every
