@@ -38,6 +38,7 @@ import numpy as np
 from ..model.features import Features
 from ..model.foldin import fold_in_vector, latent_centroid
 from ..model.hybrid import HybridLightFM
+from ..model.idmap import IdMap
 from .retrieval import (
     EF_LADDER,
     BoundedScan,
@@ -125,7 +126,7 @@ class _ItemTable:
         self,
         base: np.ndarray,
         base_popularity: np.ndarray,
-        base_ids: Sequence[str],
+        base_ids: IdMap,
         extra: Sequence[tuple[str, np.ndarray, float]] = (),
     ):
         self.base = base
@@ -154,7 +155,7 @@ class _ItemTable:
         self.length += len(rows)
 
     def id_of(self, row: int) -> str:
-        return self.base_ids[row] if row < self.n_base else self.extra_ids[row - self.n_base]
+        return self.base_ids.id_at(row) if row < self.n_base else self.extra_ids[row - self.n_base]
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), d + 2)`` float32 rows of either segment."""
@@ -198,7 +199,7 @@ class Snapshot:
     loaded_at: float  # time.time() when this model version was first loaded
     _table: _ItemTable = field(repr=False)
     _length: int = field(repr=False)
-    _base: Mapping[str, int] = field(repr=False)  # id -> row of the model's items
+    _base: IdMap = field(repr=False)  # id -> row of the model's items
     _overlay: Mapping[str, int] = field(repr=False)  # id -> row (-1: gone), wins over _base
     _dead: np.ndarray = field(repr=False)  # sorted int64 rows masked out at scoring
     _retriever: Retriever = field(repr=False)  # over the base rows
@@ -239,7 +240,7 @@ class Snapshot:
         and scores.
         """
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
-        ids = model.item_space_.entities.external
+        ids = model.item_space_.entities
         n = len(ids)
         want_ann = strategy == "hnsw" or (
             strategy is None and approximate and n >= ann_min_items and ann_available()
@@ -268,7 +269,7 @@ class Snapshot:
             loaded_at=now,
             _table=table,
             _length=table.length,
-            _base=model.item_space_.entities._index,
+            _base=ids,
             _overlay={},
             _dead=empty,
             _retriever=retriever,
@@ -311,11 +312,11 @@ class Snapshot:
         """User vectors (training features) of up to ``n_users`` of the model's users,
         spread evenly over them (the same users in every worker)."""
         model = self.model
-        users = model.user_space_.entities.external
+        users = model.user_space_.entities
         picks = np.unique(np.linspace(0, len(users) - 1, min(n_users, len(users))).astype(int))
         out = []
         for i in picks.tolist():
-            vec = model.user_vector(model.user_row(users[i]))
+            vec = model.user_vector(model.user_row(users.id_at(i)))
             if vec is not None:
                 out.append(vec)
         width = self._table.base.shape[1]
@@ -616,8 +617,22 @@ class Snapshot:
         return [(t.id_of(r), float(sims[r])) for r in top.tolist()]
 
     def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
-        rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
-        return np.asarray(rows, dtype=np.int64)
+        """Rows of the scorable ``ids`` in order (the others dropped); one binary search
+        of the model's ids for all those the overlay does not decide."""
+        ids = [i if type(i) is str else str(i) for i in ids]
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        overlay = self._overlay
+        rows = np.fromiter((overlay.get(i, -2) for i in ids), np.int64, len(ids))
+        todo = rows == -2
+        if todo.any():
+            found = self._base.convert_to_internal(
+                [i for i, t in zip(ids, todo.tolist()) if t], missing=-1
+            )
+            if self._dead.size:
+                found[np.isin(found, self._dead)] = -1
+            rows[todo] = found
+        return rows[rows >= 0]
 
 
 def release_memory() -> None:
@@ -649,10 +664,10 @@ def _same_training_rows(model, matrix, ids: list[str], old_rows: np.ndarray) -> 
 
 def _faster(a: Snapshot, b: Snapshot, n_users: int = 24, k: int = 10) -> bool:
     """True if ``a`` answers the model's own users faster than ``b`` (medians)."""
-    users = a.model.user_space_.entities.external
-    if not users:
+    users = a.model.user_space_.entities
+    if not len(users):
         return False
-    picks = [users[i] for i in np.linspace(0, len(users) - 1, n_users).astype(int)]
+    picks = [users.id_at(i) for i in np.linspace(0, len(users) - 1, n_users).astype(int)]
 
     def per_call(snap: Snapshot) -> float:
         times = []
