@@ -40,7 +40,7 @@ from ..model.foldin import fold_in_vector, latent_centroid
 from ..model.hybrid import HybridLightFM
 from ..model.idmap import IdMap
 from .retrieval import (
-    EF_LADDER,
+    DEFAULT_LIBRARY,
     BoundedScan,
     ExactScan,
     Hits,
@@ -62,7 +62,8 @@ _MIN_SPARE = 1024
 _SPARE_FRACTION = 0.25  # spare rows and the dead-row share that triggers a compaction
 _BOUND_DIMS = 8  # principal directions kept by the bounded scan
 _BOUND_MIN_ROWS = 4096  # below this a full product is as fast as the bounded scan
-ANN_MIN_ITEMS = 50_000  # from this many items on, an HNSW index is tried
+ANN_MIN_ITEMS = 50_000  # from this many items on, an index is tried
+_INDEXES = {"ivf": "ivf", "hnsw": "usearch"}  # strategy -> library of its serving files
 MIN_RECALL = 0.98
 RECALL_USERS = 200  # users whose recall@10 is measured for every snapshot of a version
 
@@ -87,7 +88,7 @@ class Recommendation:
 class RetrievalInfo:
     """How a model version's snapshots find the top k (``/v1/model`` shows it)."""
 
-    strategy: str  # "exact" | "bounded" | "hnsw"
+    strategy: str  # "exact" | "bounded" | "ivf" | "hnsw"
     kind: str  # "exact" | "approximate"
     min_recall: float
     recall: float | None = None  # measured recall@10 of the index (None: no index tried)
@@ -222,7 +223,7 @@ class Snapshot:
         min_recall: float = MIN_RECALL,
         ann_min_items: int = ANN_MIN_ITEMS,
         ann_options: dict | None = None,
-        ef_ladder: Sequence[int] = EF_LADDER,
+        ef_ladder: Sequence[int] | None = None,
         recall_users: int = RECALL_USERS,
     ) -> Snapshot:
         """The snapshot of a fitted model's known items with their training features.
@@ -231,10 +232,12 @@ class Snapshot:
         are then saved there once and memory-mapped (see
         :mod:`hybridrec.serving.retrieval.files`); None keeps them in memory.
 
-        ``strategy``: ``"exact"``, ``"bounded"`` or ``"hnsw"`` forces one; None chooses:
-        with ``approximate`` and at least ``ann_min_items`` items an HNSW index, served
+        ``strategy``: ``"exact"``, ``"bounded"``, ``"ivf"`` or ``"hnsw"`` forces one; None
+        chooses: with ``approximate`` and at least ``ann_min_items`` items an index
+        (``ann_options["library"]``: clusters by default, or usearch's HNSW), served
         if its recall@10 on ``recall_users`` of the model's users reaches ``min_recall``
-        at some expansion of ``ef_ladder``; otherwise (or on a fallback), from 4096
+        at some effort of ``ef_ladder`` (None: the index's own ladder); otherwise (or
+        on a fallback), from 4096
         items on the bounded scan if it is faster than a full product on a few of the
         model's own users, else the full product. Exact strategies give the same items
         and scores.
@@ -242,8 +245,15 @@ class Snapshot:
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
         ids = model.item_space_.entities
         n = len(ids)
-        want_ann = strategy == "hnsw" or (
-            strategy is None and approximate and n >= ann_min_items and ann_available()
+        ann_options = dict(ann_options or {})
+        if strategy in _INDEXES:
+            ann_options["library"] = _INDEXES[strategy]
+        library = ann_options.get("library", DEFAULT_LIBRARY)
+        want_ann = strategy in _INDEXES or (
+            strategy is None
+            and approximate
+            and n >= ann_min_items
+            and (library != "usearch" or ann_available())
         )
         files = load_or_build(
             directory, model.item_factors, n, with_index=want_ann, ann_options=ann_options
@@ -289,7 +299,7 @@ class Snapshot:
                 check_seconds=time.perf_counter() - started,
             )
             if check.index is not None:
-                info = replace(info, strategy="hnsw", kind="approximate")
+                info = replace(info, strategy=check.index.name, kind="approximate")
                 return replace(snap, _retriever=check.index, retrieval=info)
             info = replace(
                 info,

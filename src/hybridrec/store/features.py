@@ -808,7 +808,11 @@ class FeatureStore(ItemMetadata):
         if generation:
             pipe.get(self.metadata_generation_key)
         raw, seen, *gen = pipe.execute()
-        return (_features(raw) if raw else None), {_s(i) for i in seen}, metadata_gen(gen[0] if gen else None)
+        return (
+            (_features(raw) if raw else None),
+            {_s(i) for i in seen},
+            metadata_gen(gen[0] if gen else None),
+        )
 
     def ping(self) -> bool:
         """True if Redis answers."""
