@@ -156,6 +156,14 @@ def prepare(root: Path, size: str, epochs: int, cache: Path | None, store_items:
     if store_items:
         store.load_features("items", item_features, replace=True)
     store.add_interactions(interactions)
+    # titles, so that answers carry item metadata as in production (hybridrec's answers
+    # include them; the seed's way had none)
+    store.load_metadata(
+        pd.DataFrame({"id": np.char.add("i", np.arange(n_items).astype(str))}).assign(
+            title=lambda f: "Item " + f["id"]
+        ),
+        replace=True,
+    )
     manifest = publish_model(ModelStore(settings.model_store), Registry(client), model)
     client.close()
     print(
@@ -335,6 +343,11 @@ def _memory(pid: int) -> dict:
     }
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: quote them)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _recall(base: str, n_users: int, users: int = 200, k: int = 10) -> float:
     """recall@k of the default answers against ``exact=true`` for random users."""
     rng = np.random.default_rng(1)
@@ -438,6 +451,7 @@ def main() -> None:
         sys.exit("this benchmark drives load with wrk: apt-get install -y wrk")
     if args.quick:
         args.sizes, args.duration, args.warmup = "10k", 3.0, 1.0
+    print(f"load average at start: {_load()}", flush=True)
     print(
         f"{os.cpu_count()} CPUs; {args.workers} workers per server (hybridrec serve's "
         f"default server), BLAS 1 thread each; wrk {args.threads} threads, "
@@ -468,6 +482,7 @@ def main() -> None:
                 )
                 if r.retrieval is not None:
                     print(f"            recall@10 vs exact=true {r.recall:.4f}; {r.retrieval}")
+                print(f"            load average after: {_load()}", flush=True)
             rows.append((size, results))
         finally:
             from hybridrec.store.connection import EmbeddedServer
