@@ -80,7 +80,7 @@ class MetadataCache:
     counter after writing), so a cached entry is never older than the generation it is
     kept under, and an edit is seen by the next request that reads the new generation.
     At most ``capacity`` items are kept (the oldest entries go first): a bounded share
-    of a worker's memory whatever the catalog's size. Thread-safe.
+    of a worker's memory whatever the catalog's size (0: nothing kept). Thread-safe.
     """
 
     def __init__(self, capacity: int = 20_000):
@@ -104,7 +104,7 @@ class MetadataCache:
         if missing:
             fetched = dict(zip(missing, fetch(missing)))
             with self._lock:
-                if items is self._items:  # still this generation's cache
+                if items is self._items and self.capacity > 0:  # still this generation's
                     for item_id, meta in fetched.items():
                         if len(items) >= self.capacity:
                             del items[next(iter(items))]
