@@ -391,7 +391,10 @@ def measure(kind: str, env: dict, n_users: int, args) -> Result:
             while log_path.read_text().count('"model_loaded"') < args.workers:
                 time.sleep(0.5)
         wrk(base, n_users, args.warmup, args.connections, args.threads)
+        spy = _profile(kind, env, proc.pid, args)
         result = wrk(base, n_users, args.duration, args.connections, args.threads)
+        if spy is not None:
+            spy.wait(60)
         result.memory = [_memory(pid) for pid in _workers(proc.pid)]
         if kind == "hybridrec":
             result.recall = _recall(base, n_users)
@@ -405,6 +408,18 @@ def measure(kind: str, env: dict, n_users: int, args) -> Result:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _profile(kind: str, env: dict, master: int, args):
+    """With ``--profile DIR``: py-spy records hybridrec's first worker during the measured
+    run (collapsed stacks, ``DIR/<size>-hybridrec.txt``); the started process, or None."""
+    if args.profile is None or kind != "hybridrec":
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{env['size']}-{kind}.txt"
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200"]
+    spy += ["-d", str(max(1, round(args.duration))), "-o", str(out), "-p", str(_workers(master)[0])]
+    return subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _retrieval(log_path: Path) -> dict:
@@ -443,6 +458,9 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, help="keep trained models here and reuse them in later runs"
     )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy hybridrec's first worker into this directory"
+    )
     args = parser.parse_args()
     if args.reference:
         run_reference(args.reference, args.port, args.workers, args.artifact, args.redis_url)
@@ -466,6 +484,7 @@ def main() -> None:
         try:
             epochs = args.epochs if size != "1m" else args.epochs_1m
             env = prepare(root, size, epochs, args.cache, size != "1m" or args.store_items_1m)
+            env["size"] = size
             results = {}
             for kind in ("hybridrec", "seed", "bare"):
                 results[kind] = measure(kind, env, n_users, args)
