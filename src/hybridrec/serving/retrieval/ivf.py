@@ -37,7 +37,7 @@ IVF_FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_order.npy", "ivf_rows.
 DEFAULT_EF = 16
 _ITERATIONS = 10
 _SAMPLE_PER_LIST = 64  # k-means trains on this many rows per cluster (at most all rows)
-_CHUNK = 32768
+_CHUNK = 8192  # rows per distance block: 8192 x 2,000 clusters = 64 MB
 
 
 def default_lists(n: int) -> int:
