@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ExactScan, Hits, Query, Retriever, exact_top
+from .base import ExactScan, Hits, Query, Retriever, exact_top, not_masked
 
 __all__ = ["HNSW_LADDER", "AnnIndex", "ann_available", "reduce_items", "reduce_query"]
 
@@ -149,9 +149,7 @@ class AnnIndex(Retriever):
             self.index.expansion_search = max(self.ef, fetch)
             found = np.asarray(self.index.search(q, fetch, threads=1).keys, dtype=np.int64)
             if masked.size:
-                at = np.searchsorted(masked, found)
-                hit = masked[np.minimum(at, masked.size - 1)] == found
-                found = found[~hit]
+                found = found[not_masked(found, masked)]
             if found.size >= want:
                 top = exact_top(self.rows, found, query.vector)
                 return Hits(top.rows[:k], top.scores[:k], approximate=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .ann import reduce_items, reduce_query
-from .base import ExactScan, Hits, Query, Retriever, exact_top
+from .base import ExactScan, Hits, Query, Retriever, exact_top, not_masked
 
 __all__ = ["ClusterIndex", "IVF_FILES", "IVF_LADDER"]
 
@@ -157,8 +157,7 @@ class ClusterIndex(Retriever):
                 return self._exact.search(query, k)
             found, scores = self._scan(picked, query.vector)
             if masked.size:
-                at = np.searchsorted(masked, found)
-                keep = masked[np.minimum(at, masked.size - 1)] != found
+                keep = not_masked(found, masked)
                 found, scores = found[keep], scores[keep]
             if found.size >= want:
                 if found.size > 4 * k:  # the float64 re-scoring needs only the best few
