@@ -19,7 +19,8 @@ to a fresh process (``/proc/self/smaps_rollup`` Anonymous: private to each worke
 mapped file pages are shared page cache), and per probes (4/8/16/32): recall@10 against
 the exact scan after exact re-scoring (the best ``4 k`` candidates re-scored in float64,
 as ``ClusterIndex.search`` does), p50/p99 µs of one query at 1 thread (the queries of
-all indexes interleaved in one process, so the machine's noise hits them alike), and
+all indexes interleaved in one process, so the machine's noise hits them alike; the
+median over ``--runs`` such processes), and
 the same with **exclusions**: 200 "seen" rows per user (its exact top 20, so the
 excluded rows are ones the index would otherwise return, and 180 random rows) against
 the exact top 10 of the rest. ClusterIndex masks among the scanned rows and scans twice
@@ -246,6 +247,7 @@ def main() -> None:
     parser.add_argument("--indexes", default=",".join(INDEXES))
     parser.add_argument("--probes", default="4,8,16,32")
     parser.add_argument("--passes", type=int, default=3, help="timed passes over the users")
+    parser.add_argument("--runs", type=int, default=3, help="search processes (medians)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -270,17 +272,25 @@ def main() -> None:
         built[name] = (seconds, size_mb(args.work / name))
         print(f"  {name}: built in {seconds:.1f} s, {built[name][1]:.0f} MB", flush=True)
     del rows
-    out = subprocess.run(
-        [sys.executable, str(HERE), "--probe", "--work", str(args.work), "--indexes"]
-        + [args.indexes, "--probes", args.probes, "--passes", str(args.passes)]
-        + ["--k", str(args.k)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    print(json.dumps(result))
+    runs = []
+    for _ in range(args.runs):  # fresh processes; the timings' median over the runs
+        out = subprocess.run(
+            [sys.executable, str(HERE), "--probe", "--work", str(args.work), "--indexes"]
+            + [args.indexes, "--probes", args.probes, "--passes", str(args.passes)]
+            + ["--k", str(args.k)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        ).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+    result = runs[0]
+    for name in names:
+        result["mem"][name]["Anonymous"] = max(r["mem"][name]["Anonymous"] for r in runs)
+        for key, cell in result[name].items():
+            for stat in ("p50_us", "p99_us"):
+                cell[stat] = float(np.median([r[name][key][stat] for r in runs]))
     print(
         "\n| index | build s | file MB | heap a loaded index adds (Anonymous MB) "
         "| recall@10 at 4 / 8 / 16 / 32 probes | p50 / p99 µs at 4 / 8 / 16 / 32 "
@@ -302,6 +312,16 @@ def main() -> None:
             + " / ".join(f"{r[f'{p}x']['p50_us']:.0f}" for p in probes)
             + " |"
         )
+    if "clusters" in names:  # same-run ratios: < 1 is faster than ClusterIndex
+        ours = result["clusters"]
+        for name in names:
+            if name != "clusters":
+                r = result[name]
+                ratios = [r[key]["p50_us"] / ours[key]["p50_us"] for key in ours]
+                print(
+                    f"p50 {name} / clusters at {', '.join(ours)}: "
+                    + " ".join(f"{x:.2f}" for x in ratios)
+                )
     print(
         "probes doubled because too few rows were left:",
         {n: result["mem"][n]["doubled"] for n in names},
