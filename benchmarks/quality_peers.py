@@ -1,0 +1,414 @@
+"""hybridrec beside the usual peers, on the bundled sample's cold-start protocol.
+
+Protocol (the one ``benchmarks/quality_defaults.py`` uses, ``split_interactions`` with
+``cold_user_skip_first=5``): 10% of users are cold (they declared the genres of their
+first 5 ratings at sign-up; evaluated on the rest), 10% of items are cold, the newest
+20% of every other user's interactions are held out. Every model ranks the same
+candidates, the items known in training, with a user's training items excluded; test
+positives outside them cannot be recommended by anyone and are dropped. Warm users are
+the users in training; peers that cannot score a cold user answer with popularity.
+
+Every peer gets a small hyperparameter search on a validation split carved from train
+only (the same split function on the training part: 10% of its users cold, the newest
+20% of the others held out), chosen on warm NDCG@10; then it is refitted on the whole
+training part and measured once on test. Medians over seeds. One evaluator for all:
+``hybridrec.training.metrics.user_metrics`` on each model's score matrix.
+
+Peers: popularity; EASE (closed form as RecTools writes it: ``B = P / -diag(P)``,
+``P = (X'X + lambda I)^-1``, zero diagonal; RecTools itself pins numpy < 2 and pandas < 3,
+so it cannot share our environment and EASE/PureSVD are written here in numpy/scipy);
+PureSVD (``scipy.sparse.linalg.svds``, as RecTools); ALS and item-kNN (cosine, BM25) from
+``implicit``.
+
+Usage: python benchmarks/quality_peers.py [--seeds 3] [--threads 2] [--study NAME]
+(needs ``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from hybridrec.io.sample import load_sample
+from hybridrec.model.hybrid import _coerce_features
+from hybridrec.model.idmap import IdMap
+from hybridrec.training.metrics import user_metrics
+from hybridrec.training.split import split_interactions
+from hybridrec.training.trainer import fit_model
+
+try:
+    from implicit.als import AlternatingLeastSquares
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+except ImportError as exc:  # pragma: no cover - a hint, not a feature
+    raise SystemExit("the peer benchmark needs implicit: pip install -e '.[bench]'") from exc
+
+K = 10
+METRICS = ("precision", "ndcg", "auc")
+
+# -- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    """One train/test pair in matrix form.
+
+    ``X`` is ``(n_users, n_items)`` binary float32 over the training users and items;
+    ``warm`` are test users in training (internal indices), ``cold`` test users that are
+    not (external ids), each with their positives as item indices.
+    """
+
+    train: pd.DataFrame
+    users: IdMap
+    items: IdMap
+    X: sp.csr_matrix
+    warm: np.ndarray
+    warm_pos: list[np.ndarray]
+    cold: list[str]
+    cold_pos: list[np.ndarray]
+    user_features: dict
+    item_features: dict
+    seed: int
+    cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, train, test, user_features, item_features, seed) -> Task:
+        users = IdMap.from_values(sorted(train["user_id"].astype(str).unique()))
+        items = IdMap.from_values(sorted(train["item_id"].astype(str).unique()))
+        rows = users.convert_to_internal(train["user_id"])
+        cols = items.convert_to_internal(train["item_id"])
+        X = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(items))
+        )
+        X.data[:] = 1.0  # duplicates summed: binary
+        warm, warm_pos, cold, cold_pos = [], [], [], []
+        t_items = items.convert_to_internal(test["item_id"], missing=-1)
+        for user, idx in pd.Series(t_items, index=test["user_id"].astype(str)).groupby(level=0):
+            pos = np.unique(idx.to_numpy())
+            pos = pos[pos >= 0]
+            internal = users.get(user)
+            if internal is not None:
+                seen = X.indices[X.indptr[internal] : X.indptr[internal + 1]]
+                pos = np.setdiff1d(pos, seen)
+                if pos.size:
+                    warm.append(internal)
+                    warm_pos.append(pos)
+            elif pos.size:
+                cold.append(user)
+                cold_pos.append(pos)
+        return cls(
+            train,
+            users,
+            items,
+            X,
+            np.array(warm, dtype=np.int64),
+            warm_pos,
+            cold,
+            cold_pos,
+            user_features,
+            item_features,
+            seed,
+        )
+
+    def seen(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [self.X.indices[self.X.indptr[u] : self.X.indptr[u + 1]] for u in rows]
+
+
+def evaluate_scores(
+    scores: np.ndarray, positives: Sequence[np.ndarray], excluded: Sequence[np.ndarray] | None
+) -> dict:
+    """Mean precision, recall, NDCG @K and AUC of ``scores`` ``(n_users, n_items)``."""
+    rows = [
+        user_metrics(scores[n], pos, K, None if excluded is None else excluded[n])
+        for n, pos in enumerate(positives)
+    ]
+    return {m: float(np.nanmean([getattr(r, m) for r in rows])) for m in METRICS}
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def popularity_scores(task: Task) -> np.ndarray:
+    """Training popularity as ranks, ties broken at random (seeded) as ``evaluate`` does."""
+    if "popularity" not in task.cache:
+        pop = np.asarray(task.X.sum(axis=0)).ravel()
+        order = np.lexsort((np.random.default_rng(0).random(pop.size), pop))
+        ranks = np.empty(pop.size)
+        ranks[order] = np.arange(pop.size, dtype=np.float64)
+        task.cache["popularity"] = ranks
+    return task.cache["popularity"]
+
+
+@dataclass
+class Fitted:
+    """A fitted model's scores: ``warm`` ``(n_warm, n_items)`` for ``task.warm`` and
+    ``cold`` ``(n_cold, n_items)`` for ``task.cold`` (None: popularity)."""
+
+    warm: np.ndarray
+    cold: np.ndarray | None
+    seconds: float
+
+
+def fit_popularity(task: Task, params: dict) -> Fitted:
+    t0 = time.perf_counter()
+    pop = popularity_scores(task)
+    return Fitted(np.tile(pop, (task.warm.size, 1)), None, time.perf_counter() - t0)
+
+
+def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE's ``B`` (``(n_items, n_items)`` float32, zero diagonal) for ridge ``lam``.
+
+    The inverse of the Gram matrix through its Cholesky factor (LAPACK potrf + potri):
+    the same matrix as ``np.linalg.inv``, three times faster on a symmetric positive
+    definite matrix.
+    """
+    from scipy.linalg import lapack
+
+    G = (X.T @ X).toarray().astype(np.float32)
+    G[np.diag_indices_from(G)] += lam
+    c, info = lapack.spotrf(G, lower=1, clean=0, overwrite_a=1)
+    if info:
+        raise np.linalg.LinAlgError(f"potrf failed ({info})")
+    P, info = lapack.spotri(c, lower=1, overwrite_c=1)
+    if info:
+        raise np.linalg.LinAlgError(f"potri failed ({info})")
+    P = np.tril(P) + np.tril(P, -1).T
+    B = P / -np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def cached_ease(task: Task, lam: float) -> tuple[np.ndarray, float]:
+    key = ("ease", lam)
+    if key not in task.cache:
+        t0 = time.perf_counter()
+        B = ease_weights(task.X, lam)
+        task.cache[key] = (B, time.perf_counter() - t0)
+    return task.cache[key]
+
+
+def fit_ease(task: Task, params: dict) -> Fitted:
+    B, seconds = cached_ease(task, params["lam"])
+    return Fitted(np.asarray(task.X[task.warm] @ B), None, seconds)
+
+
+def fit_puresvd(task: Task, params: dict) -> Fitted:
+    from scipy.sparse.linalg import svds
+
+    t0 = time.perf_counter()
+    u, s, vt = svds(task.X, k=params["factors"], random_state=task.seed)
+    seconds = time.perf_counter() - t0
+    return Fitted((u[task.warm] * s) @ vt, None, seconds)
+
+
+def _quiet_fit(model, X: sp.csr_matrix) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, show_progress=False)
+
+
+def fit_als(task: Task, params: dict) -> Fitted:
+    model = AlternatingLeastSquares(
+        factors=params["factors"],
+        regularization=params["reg"],
+        alpha=params["alpha"],
+        iterations=15,
+        random_state=task.seed,
+        num_threads=THREADS,
+    )
+    t0 = time.perf_counter()
+    _quiet_fit(model, task.X)
+    seconds = time.perf_counter() - t0
+    return Fitted(model.user_factors[task.warm] @ model.item_factors.T, None, seconds)
+
+
+def fit_knn(task: Task, params: dict) -> Fitted:
+    cls = {"cosine": CosineRecommender, "bm25": BM25Recommender}[params["kind"]]
+    model = cls(K=params["K"], num_threads=THREADS)
+    t0 = time.perf_counter()
+    _quiet_fit(model, task.X.astype(np.float64))
+    seconds = time.perf_counter() - t0
+    return Fitted(np.asarray((task.X[task.warm] @ model.similarity).todense()), None, seconds)
+
+
+def fit_hybrid(task: Task, params: dict) -> tuple[object, float]:
+    """The hybrid LightFM (defaults updated by ``params``), cached per task."""
+    key = ("hybrid", tuple(sorted(params.items())))
+    if key not in task.cache:
+        t0 = time.perf_counter()
+        model = fit_model(
+            task.train,
+            task.user_features,
+            task.item_features,
+            params,
+            seed=task.seed,
+            num_threads=THREADS,
+        )
+        task.cache[key] = (model, time.perf_counter() - t0)
+    return task.cache[key]
+
+
+def hybrid_scores(task: Task, params: dict) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Warm and cold users' LightFM scores over the task's items, and the fit time."""
+    model, seconds = fit_hybrid(task, params)
+    key = ("hybrid_scores", tuple(sorted(params.items())))
+    if key not in task.cache:
+        cols = model.item_ids_.convert_to_internal(task.items.external)
+        factors = model.item_factors()[cols].astype(np.float64)
+
+        def scores(user_ids):
+            out = np.empty((len(user_ids), len(cols)))
+            for n, uid in enumerate(user_ids):
+                vec = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
+                out[n] = popularity_scores(task) if vec is None else factors @ vec
+            return out
+
+        warm = scores(task.users.convert_to_external(task.warm))
+        cold = scores(task.cold)
+        task.cache[key] = (warm, cold)
+    return (*task.cache[key], seconds)
+
+
+def fit_hybrid_defaults(task: Task, params: dict) -> Fitted:
+    warm, cold, seconds = hybrid_scores(task, params)
+    return Fitted(warm, cold, seconds)
+
+
+# -- runner ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    name: str
+    fit: Callable[[Task, dict], Fitted]
+    grid: list[dict]
+
+
+def grid(**axes) -> list[dict]:
+    out = [{}]
+    for name, values in axes.items():
+        out = [{**o, name: v} for o in out for v in values]
+    return out
+
+
+PEERS = [
+    Candidate("popularity", fit_popularity, [{}]),
+    Candidate("EASE", fit_ease, grid(lam=[100.0, 250.0, 500.0, 1000.0])),
+    Candidate("ALS (implicit)", fit_als, grid(factors=[16, 32, 64], reg=[1.0, 10.0], alpha=[1.0, 4.0])),
+    Candidate("PureSVD", fit_puresvd, grid(factors=[10, 20, 40, 80])),
+    Candidate(
+        "item-kNN (implicit)",
+        fit_knn,
+        grid(kind=["cosine"], K=[20, 50, 100, 200]) + grid(kind=["bm25"], K=[50, 100, 200]),
+    ),
+    Candidate("hybridrec defaults", fit_hybrid_defaults, [{}]),
+]
+
+THREADS = 2
+
+
+def measure(task: Task, fitted: Fitted) -> dict:
+    out = {f"warm_{m}": v for m, v in evaluate_scores(fitted.warm, task.warm_pos, task.seen(task.warm)).items()}
+    cold = fitted.cold
+    if cold is None:
+        cold = np.tile(popularity_scores(task), (len(task.cold), 1))
+    out.update({f"cold_{m}": v for m, v in evaluate_scores(cold, task.cold_pos, None).items()})
+    out["fit_s"] = fitted.seconds
+    return out
+
+
+def choose(cand: Candidate, val: Task) -> tuple[dict, dict]:
+    """The grid point with the best warm NDCG@10 on validation, and all its scores."""
+    best, best_params, table = -1.0, cand.grid[0], {}
+    for params in cand.grid:
+        res = measure(val, cand.fit(val, params))
+        table[tuple(sorted(params.items()))] = res
+        if len(cand.grid) > 1 and res["warm_ndcg"] > best:
+            best, best_params = res["warm_ndcg"], params
+    return best_params, table
+
+
+def tasks_for_seed(df, uf, itf, seed) -> tuple[Task, Task]:
+    """(validation task carved from train, test task)."""
+    s = split_interactions(df, cold_user_skip_first=5, seed=seed)
+    v = split_interactions(s.train, cold_item_frac=0.0, cold_user_skip_first=5, seed=seed + 1000)
+    return (
+        Task.build(v.train, v.test, uf, itf, seed),
+        Task.build(s.train, s.test, uf, itf, seed),
+    )
+
+
+def print_table(title: str, rows: dict[str, list[dict]], chosen: dict[str, list]) -> None:
+    cols = [f"warm_{m}" for m in METRICS] + ["cold_precision", "cold_auc", "fit_s"]
+    heads = ["warm p@10", "warm NDCG@10", "warm AUC", "cold p@10", "cold AUC", "fit s"]
+    print(f"\n{title}")
+    print(f"| model | {' | '.join(heads)} | chosen on validation |")
+    print("|---|" + "---:|" * len(heads) + "---|")
+    for name, results in rows.items():
+        cells = []
+        for c in cols:
+            vals = [r[c] for r in results if r[c] == r[c]]
+            med = statistics.median(vals) if vals else float("nan")
+            spread = (max(vals) - min(vals)) if len(vals) > 1 else 0.0
+            fmt = f"{med:.2f}" if c == "fit_s" else f"{med:.4f}"
+            if c.startswith("warm") and c != "warm_auc" and len(vals) > 1:
+                fmt += f" ±{spread / 2:.4f}"
+            cells.append(fmt)
+        picks = "; ".join(
+            ",".join(f"{k}={v}" for k, v in p.items()) or "-" for p in chosen.get(name, [])
+        )
+        print(f"| {name} | {' | '.join(cells)} | {picks} |")
+
+
+def main() -> None:
+    global THREADS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated model names (substring match)")
+    args = ap.parse_args()
+    THREADS = args.threads
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+
+    sample = load_sample()
+    df = sample.interactions
+    uf = _coerce_features(sample.user_features)
+    itf = _coerce_features(sample.item_features)
+    candidates = [
+        c for c in PEERS if not args.only or any(s in c.name for s in args.only.split(","))
+    ]
+    rows: dict[str, list[dict]] = {c.name: [] for c in candidates}
+    chosen: dict[str, list] = {c.name: [] for c in candidates}
+    for seed in range(args.seeds):
+        val, test = tasks_for_seed(df, uf, itf, seed)
+        print(
+            f"seed {seed}: train {test.X.nnz} interactions, {len(test.users)} users, "
+            f"{len(test.items)} items; test {test.warm.size} warm, {len(test.cold)} cold users",
+            flush=True,
+        )
+        for cand in candidates:
+            params, _ = choose(cand, val)
+            res = measure(test, cand.fit(test, params))
+            rows[cand.name].append(res)
+            chosen[cand.name].append(params)
+            print(
+                f"  {cand.name:<24} {params} warm p@10 {res['warm_precision']:.4f} "
+                f"ndcg {res['warm_ndcg']:.4f} cold p@10 {res['cold_precision']:.4f} "
+                f"fit {res['fit_s']:.2f}s",
+                flush=True,
+            )
+        val.cache.clear()
+        test.cache.clear()
+    print_table(f"median over {args.seeds} seeds (± half the range over seeds)", rows, chosen)
+
+
+if __name__ == "__main__":
+    main()
