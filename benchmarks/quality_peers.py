@@ -27,7 +27,6 @@ Usage: python benchmarks/quality_peers.py [--seeds 3] [--threads 2] [--study NAM
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import warnings
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from hybridrec.io.sample import load_sample
 from hybridrec.model.hybrid import _coerce_features
@@ -210,7 +210,8 @@ def fit_puresvd(task: Task, params: dict) -> Fitted:
 
 
 def _quiet_fit(model, X: sp.csr_matrix) -> None:
-    with warnings.catch_warnings():
+    # implicit asks for single-threaded BLAS (it parallelises itself)
+    with warnings.catch_warnings(), threadpool_limits(1, "blas"):
         warnings.simplefilter("ignore")
         model.fit(X, show_progress=False)
 
@@ -282,6 +283,211 @@ def fit_hybrid_defaults(task: Task, params: dict) -> Fitted:
     return Fitted(warm, cold, seconds)
 
 
+# -- blends and other candidates for new defaults -------------------------------------------
+
+
+def zscore(S: np.ndarray) -> np.ndarray:
+    """Each row standardised over all items (mean 0, standard deviation 1)."""
+    sd = S.std(axis=1, keepdims=True)
+    sd[sd == 0] = 1.0
+    return (S - S.mean(axis=1, keepdims=True)) / sd
+
+
+def cap_columns(B: np.ndarray, n: int) -> np.ndarray:
+    """``B`` keeping, in every column, the ``n`` entries of largest magnitude."""
+    if n >= B.shape[0]:
+        return B
+    keep = np.argpartition(-np.abs(B), n - 1, axis=0)[:n]
+    out = np.zeros_like(B)
+    cols = np.broadcast_to(np.arange(B.shape[1]), keep.shape)
+    out[keep, cols] = B[keep, cols]
+    return out
+
+
+def cap_rows(B: np.ndarray, n: int) -> np.ndarray:
+    """``B`` keeping, in every row, the ``n`` entries of largest magnitude."""
+    return cap_columns(B.T, n).T
+
+
+def local_ease(X: sp.csr_matrix, lam: float, n: int, by: str = "count") -> sp.csr_matrix:
+    """EASE restricted to neighbourhoods: column ``j`` of ``B`` is the ridge regression of
+    item ``j`` on its ``n`` most co-occurring items only (all items: exact EASE)."""
+    G = (X.T @ X).toarray()
+    diag = G.diagonal().copy()
+    crit = G / np.sqrt(np.outer(diag, diag) + 1e-12) if by == "cosine" else G.copy()
+    np.fill_diagonal(crit, -np.inf)
+    n = min(n, G.shape[0] - 1)
+    nbrs = np.argpartition(-crit, n - 1, axis=0)[:n].T  # (n_items, n)
+    rows, cols, vals = [], [], []
+    for lo in range(0, G.shape[0], 256):
+        idx = nbrs[lo : lo + 256]
+        A = G[idx[:, :, None], idx[:, None, :]] + lam * np.eye(n)
+        rhs = G[idx, np.arange(lo, lo + idx.shape[0])[:, None]]
+        b = np.linalg.solve(A, rhs[:, :, None])[:, :, 0]
+        rows.append(idx.ravel())
+        cols.append(np.repeat(np.arange(lo, lo + idx.shape[0]), n))
+        vals.append(b.ravel())
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=G.shape
+    )
+
+
+def head_ease(X: sp.csr_matrix, lam: float, m: int) -> sp.csr_matrix:
+    """Exact EASE on the ``m`` most popular items; the others get no item-item weights."""
+    head = np.sort(np.argsort(-np.asarray(X.sum(axis=0)).ravel(), kind="stable")[:m])
+    Bh = sp.coo_matrix(ease_weights(sp.csr_matrix(X[:, head]), lam))
+    n = X.shape[1]
+    return sp.csr_matrix((Bh.data, (head[Bh.row], head[Bh.col])), shape=(n, n))
+
+
+def item_item(task: Task, params: dict) -> tuple[np.ndarray, float]:
+    """Warm users' item-item scores and the fit time. ``part``: ``ease`` (optionally
+    capped), ``local`` (neighbourhood EASE), ``head`` (EASE on the popular items),
+    ``knn`` (implicit's cosine item-kNN)."""
+    part = params.get("part", "ease")
+    if part == "ease":
+        B, seconds = cached_ease(task, params["lam"])
+        cap = params.get("cap")
+        if not cap:
+            return np.asarray(task.X[task.warm] @ B), seconds
+        key = ("cap", params["lam"], cap, params.get("cap_axis", "col"))
+        if key not in task.cache:
+            t0 = time.perf_counter()
+            capper = cap_rows if params.get("cap_axis") == "row" else cap_columns
+            task.cache[key] = (sp.csr_matrix(capper(B, cap)), time.perf_counter() - t0)
+        Bc, extra = task.cache[key]
+        return np.asarray((task.X[task.warm] @ Bc).todense()), seconds + extra
+    key = (part, *sorted(params.items()))
+    if key not in task.cache:
+        t0 = time.perf_counter()
+        if part == "local":
+            Bs = local_ease(task.X, params["lam"], params["n"], params.get("by", "count"))
+        elif part == "head":
+            Bs = head_ease(task.X, params["lam"], params["m"])
+        elif part == "knn":
+            model = CosineRecommender(K=params["K"], num_threads=THREADS)
+            _quiet_fit(model, task.X.astype(np.float64))
+            Bs = sp.csr_matrix(model.similarity)
+        else:
+            raise ValueError(part)
+        task.cache[key] = (Bs, time.perf_counter() - t0)
+    Bs, seconds = task.cache[key]
+    return np.asarray((task.X[task.warm] @ Bs).todense()), seconds
+
+
+def fit_blend(task: Task, params: dict) -> Fitted:
+    """LightFM hybrid defaults + ``w`` x item-item, each z-scored per user; cold users
+    keep the hybrid's scores (the item-item part cannot score them)."""
+    warm_l, cold_l, s_l = hybrid_scores(task, {})
+    warm_e, s_e = item_item(task, params)
+    how = params.get("how", "z")
+    w = params["w"]
+    if how == "z":
+        warm = zscore(warm_l) + w * zscore(warm_e)
+    elif how == "rank":  # reciprocal rank fusion
+
+        def rr(S):
+            ranks = np.empty_like(S)
+            order = np.argsort(-S, axis=1)
+            np.put_along_axis(ranks, order, np.arange(S.shape[1], dtype=float)[None, :], axis=1)
+            return 1.0 / (60.0 + ranks)
+
+        warm = rr(warm_l) + w * rr(warm_e)
+    elif how == "global":  # one scale per part for everyone, no per-user normalisation
+        warm = warm_l / warm_l.std() + w * warm_e / warm_e.std()
+    else:
+        raise ValueError(how)
+    return Fitted(warm, cold_l, s_l + s_e)
+
+
+def fit_pool(task: Task, params: dict) -> Fitted:
+    """Two stages: the ``C`` best unseen items by the hybrid's factor scores (and, with
+    ``union``, the ``C`` best by the item-item part) reranked by the blend; the rest
+    follows in the factor order. ``stats``: z-scores over all items (``all``, computable
+    exactly at serving time) or over the pool only (``pool``)."""
+    warm_l, cold_l, s_l = hybrid_scores(task, {})
+    warm_e, s_e = item_item(task, params)
+    C, w = params["C"], params["w"]
+    out = np.empty_like(warm_l)
+    for n, seen in enumerate(task.seen(task.warm)):
+        sl, se = warm_l[n].copy(), warm_e[n].copy()
+        masked = sl.copy()
+        masked[seen] = -np.inf
+        pool = np.argpartition(-masked, C)[:C]
+        if params.get("union"):
+            me = se.copy()
+            me[seen] = -np.inf
+            pool = np.union1d(pool, np.argpartition(-me, C)[:C])
+        ref_l = sl[pool] if params.get("stats") == "pool" else sl
+        ref_e = se[pool] if params.get("stats") == "pool" else se
+        z_l = (sl - ref_l.mean()) / (ref_l.std() or 1.0)
+        z_e = (se - ref_e.mean()) / (ref_e.std() or 1.0)
+        row = z_l - 1e6  # outside the pool: below it, in factor order
+        row[pool] = z_l[pool] + w * z_e[pool]
+        out[n] = row
+    return Fitted(out, cold_l, s_l + s_e)
+
+
+def user_feature_rows(task: Task, user_ids: Sequence[str]) -> sp.csr_matrix:
+    """``(len(user_ids), n_features)`` user features over the training users' vocabulary,
+    each row scaled to sum 1 (the sample's weights count genres of 5 movies)."""
+    key = "user_vocab"
+    if key not in task.cache:
+        names = sorted({f for u in task.users.external for f in task.user_features.get(u, {})})
+        task.cache[key] = {n: i for i, n in enumerate(names)}
+    vocab = task.cache[key]
+    rows, cols, vals = [], [], []
+    for n, uid in enumerate(user_ids):
+        for name, weight in task.user_features.get(uid, {}).items():
+            if name in vocab:
+                rows.append(n)
+                cols.append(vocab[name])
+                vals.append(weight)
+    F = sp.csr_matrix((vals, (rows, cols)), shape=(len(user_ids), len(vocab)))
+    sums = np.asarray(F.sum(axis=1)).ravel()
+    sums[sums == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / sums) @ F)
+
+
+def cold_part(task: Task, params: dict) -> np.ndarray:
+    """Cold users' scores from their declared features alone."""
+    kind = params["cold"]
+    F_train = user_feature_rows(task, task.users.external)
+    F_cold = user_feature_rows(task, task.cold)
+    if kind == "knn":  # demographic user-kNN: cosine over feature rows, top-k neighbours
+
+        def unit(F):
+            norms = np.sqrt(np.asarray(F.multiply(F).sum(axis=1)).ravel())
+            norms[norms == 0] = 1.0
+            return sp.diags(1.0 / norms) @ F
+
+        sim = np.asarray((unit(F_cold) @ unit(F_train).T).todense())
+        k = params["k"]
+        if k < sim.shape[1]:
+            drop = np.argpartition(-sim, k, axis=1)[:, k:]
+            np.put_along_axis(sim, drop, 0.0, axis=1)
+        return np.asarray(task.X.T.dot(sim.T).T)
+    if kind == "ridge":  # item indicators regressed on features (with an intercept)
+        Fd = np.hstack([F_train.toarray(), np.ones((F_train.shape[0], 1))])
+        A = Fd.T @ Fd + params["lam"] * np.eye(Fd.shape[1])
+        W = np.linalg.solve(A, np.asarray(task.X.T.dot(Fd).T))
+        return np.hstack([F_cold.toarray(), np.ones((F_cold.shape[0], 1))]) @ W
+    raise ValueError(kind)
+
+
+def fit_cold(task: Task, params: dict) -> Fitted:
+    """Hybrid defaults for warm users; cold users from ``cold_part``, optionally z-blended
+    with the hybrid's own cold scores (weight ``hybrid``) and popularity (``pop``)."""
+    warm_l, cold_l, seconds = hybrid_scores(task, {})
+    t0 = time.perf_counter()
+    cold = zscore(cold_part(task, params)) if params.get("cold") else 0.0
+    if params.get("hybrid"):
+        cold = cold + params["hybrid"] * zscore(cold_l)
+    if params.get("pop"):
+        cold = cold + params["pop"] * zscore(np.tile(popularity_scores(task), (len(task.cold), 1)))
+    return Fitted(warm_l, cold, seconds + time.perf_counter() - t0)
+
+
 # -- runner ----------------------------------------------------------------------------------
 
 
@@ -290,6 +496,7 @@ class Candidate:
     name: str
     fit: Callable[[Task, dict], Fitted]
     grid: list[dict]
+    select: str = "warm_ndcg"
 
 
 def grid(**axes) -> list[dict]:
@@ -302,7 +509,9 @@ def grid(**axes) -> list[dict]:
 PEERS = [
     Candidate("popularity", fit_popularity, [{}]),
     Candidate("EASE", fit_ease, grid(lam=[100.0, 250.0, 500.0, 1000.0])),
-    Candidate("ALS (implicit)", fit_als, grid(factors=[16, 32, 64], reg=[1.0, 10.0], alpha=[1.0, 4.0])),
+    Candidate(
+        "ALS (implicit)", fit_als, grid(factors=[16, 32, 64], reg=[1.0, 10.0], alpha=[1.0, 4.0])
+    ),
     Candidate("PureSVD", fit_puresvd, grid(factors=[10, 20, 40, 80])),
     Candidate(
         "item-kNN (implicit)",
@@ -312,11 +521,134 @@ PEERS = [
     Candidate("hybridrec defaults", fit_hybrid_defaults, [{}]),
 ]
 
+LAMBDAS = [100.0, 250.0, 500.0, 1000.0]
+
+
+def fit_item_item(task: Task, params: dict) -> Fitted:
+    warm, seconds = item_item(task, params)
+    return Fitted(warm, None, seconds)
+
+
+STUDIES = {
+    "peers": PEERS,
+    "blend": [
+        PEERS[1],
+        PEERS[-1],
+        Candidate("blend z, lam and w tuned", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        *[
+            Candidate(f"blend z, w={w} (lam tuned)", fit_blend, grid(lam=LAMBDAS, w=[w]))
+            for w in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+        ],
+        Candidate(
+            "blend rank (RRF)", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0], how=["rank"])
+        ),
+        Candidate(
+            "blend global scale",
+            fit_blend,
+            grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0], how=["global"]),
+        ),
+    ],
+    "cap": [
+        PEERS[1],
+        *[
+            Candidate(
+                f"EASE cap {axis} {n}", fit_item_item, grid(lam=LAMBDAS, cap=[n], cap_axis=[axis])
+            )
+            for axis in ("col", "row")
+            for n in (50, 200)
+        ],
+        Candidate("blend z uncapped", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        *[
+            Candidate(
+                f"blend z cap {axis} {n}",
+                fit_blend,
+                grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0], cap=[n], cap_axis=[axis]),
+            )
+            for axis in ("col", "row")
+            for n in (25, 50, 100, 200)
+        ],
+    ],
+    "scale": [
+        PEERS[1],
+        Candidate("blend z, EASE", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        *[
+            Candidate(
+                f"blend z, local EASE n={n} by {by}",
+                fit_blend,
+                grid(part=["local"], lam=LAMBDAS, n=[n], by=[by], w=[0.5, 1.0, 2.0, 4.0]),
+            )
+            for n in (50, 200)
+            for by in ("count", "cosine")
+        ],
+        *[
+            Candidate(
+                f"blend z, EASE on the {m} most popular items",
+                fit_blend,
+                grid(part=["head"], lam=LAMBDAS, m=[m], w=[0.5, 1.0, 2.0, 4.0]),
+            )
+            for m in (1000, 3000)
+        ],
+        Candidate(
+            "blend z, cosine item-kNN",
+            fit_blend,
+            grid(part=["knn"], K=[50, 100, 200], w=[0.5, 1.0, 2.0, 4.0]),
+        ),
+    ],
+    "pool": [
+        PEERS[1],
+        Candidate("blend z, whole catalog", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        *[
+            Candidate(
+                f"two-stage C={c}{' + item-item top C' if union else ''}, stats {stats}",
+                fit_pool,
+                grid(lam=[250.0, 500.0], w=[1.0, 2.0], C=[c], union=[union], stats=[stats]),
+            )
+            for c in (50, 200, 1000)
+            for union in (False, True)
+            for stats in ("all", "pool")
+        ],
+    ],
+    "cold": [
+        PEERS[0],
+        PEERS[-1],
+        Candidate(
+            "demographic user-kNN", fit_cold, grid(cold=["knn"], k=[20, 50, 100, 300]), "cold_ndcg"
+        ),
+        Candidate(
+            "feature ridge",
+            fit_cold,
+            grid(cold=["ridge"], lam=[0.1, 1.0, 10.0, 100.0]),
+            "cold_ndcg",
+        ),
+        Candidate(
+            "hybrid cold + popularity",
+            fit_cold,
+            grid(hybrid=[1.0], pop=[0.25, 0.5, 1.0, 2.0]),
+            "cold_ndcg",
+        ),
+        Candidate(
+            "hybrid cold + user-kNN",
+            fit_cold,
+            grid(cold=["knn"], k=[50, 100, 300], hybrid=[0.5, 1.0, 2.0]),
+            "cold_ndcg",
+        ),
+        Candidate(
+            "hybrid cold + feature ridge",
+            fit_cold,
+            grid(cold=["ridge"], lam=[1.0, 10.0], hybrid=[0.5, 1.0, 2.0]),
+            "cold_ndcg",
+        ),
+    ],
+}
+
 THREADS = 2
 
 
 def measure(task: Task, fitted: Fitted) -> dict:
-    out = {f"warm_{m}": v for m, v in evaluate_scores(fitted.warm, task.warm_pos, task.seen(task.warm)).items()}
+    out = {
+        f"warm_{m}": v
+        for m, v in evaluate_scores(fitted.warm, task.warm_pos, task.seen(task.warm)).items()
+    }
     cold = fitted.cold
     if cold is None:
         cold = np.tile(popularity_scores(task), (len(task.cold), 1))
@@ -326,13 +658,13 @@ def measure(task: Task, fitted: Fitted) -> dict:
 
 
 def choose(cand: Candidate, val: Task) -> tuple[dict, dict]:
-    """The grid point with the best warm NDCG@10 on validation, and all its scores."""
+    """The grid point with the best ``cand.select`` on validation, and all its scores."""
     best, best_params, table = -1.0, cand.grid[0], {}
     for params in cand.grid:
         res = measure(val, cand.fit(val, params))
         table[tuple(sorted(params.items()))] = res
-        if len(cand.grid) > 1 and res["warm_ndcg"] > best:
-            best, best_params = res["warm_ndcg"], params
+        if len(cand.grid) > 1 and res[cand.select] > best:
+            best, best_params = res[cand.select], params
     return best_params, table
 
 
@@ -374,16 +706,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated model names (substring match)")
+    ap.add_argument("--study", choices=sorted(STUDIES), default="peers")
     args = ap.parse_args()
     THREADS = args.threads
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
 
     sample = load_sample()
     df = sample.interactions
     uf = _coerce_features(sample.user_features)
     itf = _coerce_features(sample.item_features)
     candidates = [
-        c for c in PEERS if not args.only or any(s in c.name for s in args.only.split(","))
+        c
+        for c in STUDIES[args.study]
+        if not args.only or any(s in c.name for s in args.only.split(","))
     ]
     rows: dict[str, list[dict]] = {c.name: [] for c in candidates}
     chosen: dict[str, list] = {c.name: [] for c in candidates}
