@@ -1,0 +1,152 @@
+"""ItemItem (capped EASE): the fit against EASE's closed form, the cap, and every way of
+scoring a history (all items, a candidate list, the score statistics) against the
+dense product they stand for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridrec.model import ItemItem, NotFittedError
+
+
+def random_interactions(n_users=60, n_items=25, density=0.2, seed=0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_users, n_items, density=density, format="csr", random_state=rng)
+    X.data[:] = 1.0
+    return X
+
+
+def ease_closed_form(X: sp.spmatrix, l2: float) -> np.ndarray:
+    """EASE as Steck writes it: B = I - P diagMat(1 / diag(P)), P = (X'X + l2 I)^-1."""
+    G = (X.T @ X).toarray().astype(np.float64) + l2 * np.eye(X.shape[1])
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def test_exact_fit_without_cap_is_ease():
+    X = random_interactions()
+    model = ItemItem(l2=3.0, max_neighbors=1000).fit(X)
+    assert model.exact_ is True
+    np.testing.assert_allclose(model.weights_.toarray(), ease_closed_form(X, 3.0), atol=1e-5)
+
+
+def test_weights_are_binary_interactions_whatever_their_values():
+    X = random_interactions()
+    weighted = X.copy()
+    weighted.data = np.arange(1, weighted.nnz + 1, dtype=float)
+    a = ItemItem(l2=3.0, max_neighbors=1000).fit(X).weights_.toarray()
+    b = ItemItem(l2=3.0, max_neighbors=1000).fit(weighted).weights_.toarray()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cap_keeps_the_largest_weights_of_each_column():
+    X = random_interactions(n_items=30)
+    full = ease_closed_form(X, 2.0)
+    W = ItemItem(l2=2.0, max_neighbors=4).fit(X).weights_.toarray()
+    for j in range(full.shape[1]):
+        kept = np.flatnonzero(W[:, j])
+        assert kept.size <= 4
+        np.testing.assert_allclose(W[kept, j], full[kept, j], atol=1e-5)
+        dropped = np.setdiff1d(np.arange(full.shape[0]), kept)
+        if dropped.size and kept.size:
+            assert np.abs(full[dropped, j]).max() <= np.abs(full[kept, j]).min() + 1e-5
+
+
+def test_local_fit_with_every_item_as_neighbour_is_ease():
+    # one user who took every item: every pair co-occurs, so every item is a neighbour
+    X = sp.vstack([random_interactions(n_items=20), np.ones((1, 20))]).tocsr()
+    local = ItemItem(l2=3.0, max_neighbors=1000, max_exact_items=5, neighborhood=1000).fit(X)
+    assert local.exact_ is False
+    np.testing.assert_allclose(local.weights_.toarray(), ease_closed_form(X, 3.0), atol=1e-5)
+
+
+def test_local_fit_regresses_on_the_most_co_occurring_items_only():
+    X = random_interactions(n_items=20, density=0.3)
+    local = ItemItem(l2=1.0, max_neighbors=1000, max_exact_items=5, neighborhood=3).fit(X)
+    G = (X.T @ X).toarray()
+    np.fill_diagonal(G, 0)
+    W = local.weights_.toarray()
+    for j in range(W.shape[1]):
+        nbr = np.flatnonzero(W[:, j])
+        assert nbr.size <= 3
+        if nbr.size == 3:  # the three largest co-occurrence counts (ties either way)
+            assert G[nbr, j].min() >= np.sort(G[:, j])[-3]
+
+
+def test_an_item_nobody_shares_gets_no_weights_and_fits_still():
+    X = sp.lil_matrix((4, 5))
+    X[0, 0] = X[0, 1] = X[1, 1] = X[1, 2] = X[2, 4] = 1  # item 3 never seen, item 4 alone
+    for exact in (10, 0):
+        model = ItemItem(l2=1.0, max_exact_items=exact).fit(X.tocsr())
+        W = model.weights_.toarray()
+        assert not W[3].any() and not W[:, 3].any() and not W[4].any() and not W[:, 4].any()
+        assert np.isfinite(W).all()
+
+
+histories = st.lists(st.integers(0, 24), max_size=12)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> ItemItem:
+    return ItemItem(l2=2.0, max_neighbors=6).fit(random_interactions(seed=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=histories)
+def test_scores_are_the_history_row_times_the_weights(fitted, history):
+    x = np.zeros(fitted.n_items_)
+    x[history] = 1.0  # duplicates count once
+    np.testing.assert_allclose(fitted.scores(history), x @ fitted.weights_.toarray(), atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=histories, items=st.lists(st.integers(-3, 30), max_size=15))
+def test_score_items_equals_scores_at_those_items_and_zero_outside(fitted, history, items):
+    full = fitted.scores(history)
+    expected = [full[i] if 0 <= i < fitted.n_items_ else 0.0 for i in items]
+    np.testing.assert_allclose(fitted.score_items(history, items), expected, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=histories)
+def test_stats_are_the_mean_and_std_of_all_scores(fitted, history):
+    full = fitted.scores(history)
+    mean, std = fitted.stats(history)
+    assert mean == pytest.approx(full.mean(), abs=1e-9)
+    assert std == pytest.approx(full.std(), abs=1e-7)
+
+
+def test_from_weights_scores_like_the_fitted_model(fitted):
+    W = fitted.weights_
+    arrays = {"data": W.data, "indices": W.indices, "indptr": W.indptr}  # what an .npz holds
+    again = ItemItem.from_weights(sp.csr_matrix(tuple(arrays.values()), shape=W.shape))
+    np.testing.assert_array_equal(again.scores([1, 4, 7]), fitted.scores([1, 4, 7]))
+    assert again.nbytes == fitted.nbytes == W.data.nbytes + W.indices.nbytes + W.indptr.nbytes
+    with pytest.raises(ValueError, match="square"):
+        ItemItem.from_weights(sp.csr_matrix((3, 4)))
+
+
+def test_memory_is_bounded_by_the_cap():
+    X = random_interactions(n_users=200, n_items=80, density=0.3)
+    model = ItemItem(l2=1.0, max_neighbors=5).fit(X)
+    assert model.weights_.nnz <= 80 * 5
+    assert model.nbytes <= 80 * 5 * 8 + 81 * 4
+
+
+def test_unfitted_and_bad_input_errors_say_what_to_do(fitted):
+    with pytest.raises(NotFittedError, match="call fit"):
+        ItemItem().scores([0])
+    with pytest.raises(ValueError, match="l2 must be positive"):
+        ItemItem(l2=0).fit(random_interactions())
+    with pytest.raises(ValueError, match="max_neighbors"):
+        ItemItem(max_neighbors=0).fit(random_interactions())
+    with pytest.raises(IndexError, match="outside 0..24"):
+        fitted.scores([25])
+    assert fitted.score_items([1], []).shape == (0,)
+    assert fitted.stats([]) == (0.0, 0.0)
