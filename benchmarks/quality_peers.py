@@ -163,8 +163,14 @@ def fit_popularity(task: Task, params: dict) -> Fitted:
     return Fitted(np.tile(pop, (task.warm.size, 1)), None, time.perf_counter() - t0)
 
 
-def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
+def ease_weights(
+    X: sp.csr_matrix, lam: float, dropout: float = 0.0, side: sp.csr_matrix | None = None
+) -> np.ndarray:
     """EASE's ``B`` (``(n_items, n_items)`` float32, zero diagonal) for ridge ``lam``.
+
+    ``dropout`` > 0 adds ``dropout / (1 - dropout) * diag(X'X)`` to the ridge (EDLAE,
+    Steck 2020); ``side`` ``(n_features, n_items)`` rows are stacked under ``X`` as
+    pseudo-users, one per item feature (collective EASE, Jeunen et al. 2020).
 
     The inverse of the Gram matrix through its Cholesky factor (LAPACK potrf + potri):
     the same matrix as ``np.linalg.inv``, three times faster on a symmetric positive
@@ -173,7 +179,10 @@ def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     from scipy.linalg import lapack
 
     G = (X.T @ X).toarray().astype(np.float32)
-    G[np.diag_indices_from(G)] += lam
+    counts = G.diagonal().copy()
+    if side is not None:
+        G += (side.T @ side).toarray().astype(np.float32)
+    G[np.diag_indices_from(G)] += lam + dropout / (1.0 - dropout) * counts
     c, info = lapack.spotrf(G, lower=1, clean=0, overwrite_a=1)
     if info:
         raise np.linalg.LinAlgError(f"potrf failed ({info})")
@@ -186,12 +195,48 @@ def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     return B
 
 
-def cached_ease(task: Task, lam: float) -> tuple[np.ndarray, float]:
-    key = ("ease", lam)
+def item_feature_rows(task: Task, alpha: float) -> sp.csr_matrix:
+    """``(n_features, n_items)`` binary item features of the task's items, times ``alpha``."""
+    names = sorted({f for i in task.items.external for f in task.item_features.get(i, {})})
+    index = {n: k for k, n in enumerate(names)}
+    rows, cols = [], []
+    for j, item in enumerate(task.items.external):
+        for name in task.item_features.get(item, {}):
+            rows.append(index[name])
+            cols.append(j)
+    data = np.full(len(rows), alpha, dtype=np.float32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(names), len(task.items)))
+
+
+def cached_ease(
+    task: Task, lam: float, dropout: float = 0.0, side: float = 0.0
+) -> tuple[np.ndarray, float]:
+    key = ("ease", lam, dropout, side)
     if key not in task.cache:
         t0 = time.perf_counter()
-        B = ease_weights(task.X, lam)
+        F = item_feature_rows(task, side) if side else None
+        B = ease_weights(task.X, lam, dropout, F)
         task.cache[key] = (B, time.perf_counter() - t0)
+    return task.cache[key]
+
+
+def history_rows(task: Task, half_life: float) -> sp.csr_matrix:
+    """Warm users' histories, each interaction weighted ``0.5 ** (r / half_life)`` where
+    ``r`` counts the user's newer interactions (0: binary, every weight 1)."""
+    if not half_life:
+        return task.X[task.warm]
+    key = ("recency", half_life)
+    if key not in task.cache:
+        tr = pd.DataFrame(
+            {
+                "u": task.users.convert_to_internal(task.train["user_id"]),
+                "i": task.items.convert_to_internal(task.train["item_id"]),
+                "t": task.train["timestamp"].to_numpy(),
+            }
+        ).sort_values(["u", "t", "i"])
+        r = tr.groupby("u").cumcount(ascending=False).to_numpy()
+        W = sp.csr_matrix((0.5 ** (r / half_life), (tr["u"], tr["i"])), shape=task.X.shape)
+        task.cache[key] = W[task.warm]
     return task.cache[key]
 
 
@@ -241,14 +286,17 @@ def fit_knn(task: Task, params: dict) -> Fitted:
 
 
 def fit_hybrid(task: Task, params: dict) -> tuple[object, float]:
-    """The hybrid LightFM (defaults updated by ``params``), cached per task."""
+    """The hybrid LightFM (defaults updated by ``params``), cached per task; ``cf``: plain
+    collaborative LightFM (no features)."""
     key = ("hybrid", tuple(sorted(params.items())))
     if key not in task.cache:
         t0 = time.perf_counter()
+        params = dict(params)
+        cf = params.pop("cf", False)
         model = fit_model(
             task.train,
-            task.user_features,
-            task.item_features,
+            None if cf else task.user_features,
+            None if cf else task.item_features,
             params,
             seed=task.seed,
             num_threads=THREADS,
@@ -267,8 +315,9 @@ def hybrid_scores(task: Task, params: dict) -> tuple[np.ndarray, np.ndarray | No
 
         def scores(user_ids):
             out = np.empty((len(user_ids), len(cols)))
+            feats = {} if params.get("cf") else task.user_features
             for n, uid in enumerate(user_ids):
-                vec = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
+                vec = model.user_vector(model.user_row(uid, feats.get(uid)))
                 out[n] = popularity_scores(task) if vec is None else factors @ vec
             return out
 
@@ -346,10 +395,12 @@ def item_item(task: Task, params: dict) -> tuple[np.ndarray, float]:
     ``knn`` (implicit's cosine item-kNN)."""
     part = params.get("part", "ease")
     if part == "ease":
-        B, seconds = cached_ease(task, params["lam"])
+        B, seconds = cached_ease(
+            task, params["lam"], params.get("dropout", 0.0), params.get("side", 0.0)
+        )
         cap = params.get("cap")
         if not cap:
-            return np.asarray(task.X[task.warm] @ B), seconds
+            return np.asarray(history_rows(task, params.get("recency", 0)) @ B), seconds
         key = ("cap", params["lam"], cap, params.get("cap_axis", "col"))
         if key not in task.cache:
             t0 = time.perf_counter()
@@ -378,10 +429,17 @@ def item_item(task: Task, params: dict) -> tuple[np.ndarray, float]:
 def fit_blend(task: Task, params: dict) -> Fitted:
     """LightFM hybrid defaults + ``w`` x item-item, each z-scored per user; cold users
     keep the hybrid's scores (the item-item part cannot score them)."""
-    warm_l, cold_l, s_l = hybrid_scores(task, {})
+    lf = {"cf": True} if params.get("lf") == "cf" else {}
+    warm_l, cold_l, s_l = hybrid_scores(task, lf)
+    if lf:  # cold users: the defaults' feature part, as in every other row
+        cold_l = hybrid_scores(task, {})[1]
     warm_e, s_e = item_item(task, params)
     how = params.get("how", "z")
     w = params["w"]
+    if params.get("als"):
+        als = fit_als(task, {"factors": 64, "reg": 10.0, "alpha": 1.0})
+        warm_l = zscore(warm_l) + params["als"] * zscore(als.warm)
+        s_l += als.seconds
     if how == "z":
         warm = zscore(warm_l) + w * zscore(warm_e)
     elif how == "rank":  # reciprocal rank fusion
@@ -607,6 +665,37 @@ STUDIES = {
             for union in (False, True)
             for stats in ("all", "pool")
         ],
+    ],
+    "more": [
+        PEERS[1],
+        PEERS[2],
+        Candidate("blend z", fit_blend, grid(lam=[250.0, 500.0], w=[1.0, 2.0])),
+        Candidate(
+            "blend z, plain CF LightFM",
+            fit_blend,
+            grid(lam=[250.0, 500.0], w=[1.0, 2.0], lf=["cf"]),
+        ),
+        Candidate(
+            "blend z, EDLAE", fit_blend, grid(lam=[250.0, 500.0], w=[1.0, 2.0], dropout=[0.25])
+        ),
+        Candidate(
+            "blend z, EASE with item features",
+            fit_blend,
+            grid(lam=[250.0, 500.0], w=[1.0, 2.0], side=[1.0, 3.0]),
+        ),
+        Candidate(
+            "blend z, + ALS", fit_blend, grid(lam=[250.0, 500.0], w=[1.0, 2.0], als=[0.5, 1.0])
+        ),
+        Candidate(
+            "EASE, recency-weighted history",
+            fit_item_item,
+            grid(lam=[250.0, 500.0], recency=[10.0, 20.0, 50.0]),
+        ),
+        Candidate(
+            "blend z, recency-weighted history",
+            fit_blend,
+            grid(lam=[250.0, 500.0], w=[1.0, 2.0], recency=[10.0, 20.0, 50.0]),
+        ),
     ],
     "cold": [
         PEERS[0],

@@ -150,3 +150,16 @@ def test_unfitted_and_bad_input_errors_say_what_to_do(fitted):
         fitted.scores([25])
     assert fitted.score_items([1], []).shape == (0,)
     assert fitted.stats([]) == (0.0, 0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=st.lists(st.integers(0, 999), max_size=5))
+def test_stats_of_a_short_history_in_a_large_catalog(history):
+    # few weights against many items: the statistics take the sparse path
+    rng = np.random.default_rng(11)
+    W = sp.random(1000, 1000, density=0.003, format="csr", random_state=rng)
+    model = ItemItem.from_weights(W)
+    full = model.scores(history)
+    mean, std = model.stats(history)
+    assert mean == pytest.approx(full.mean(), abs=1e-12)
+    assert std == pytest.approx(full.std(), abs=1e-9)

@@ -236,9 +236,12 @@ class ItemItem:
         cols, vals = _history_entries(self.weights_, h)
         if cols.size == 0:
             return ScoreStats(0.0, 0.0)
-        _, inverse = np.unique(cols, return_inverse=True)
-        per_item = np.bincount(inverse, weights=vals)
         n = self.n_items_
+        if cols.size * 8 >= n:  # a dense sum is cheaper than sorting
+            per_item = np.bincount(cols, weights=vals, minlength=n)
+        else:
+            _, inverse = np.unique(cols, return_inverse=True)
+            per_item = np.bincount(inverse, weights=vals)
         mean = per_item.sum() / n
         var = max(float((per_item**2).sum() / n - mean**2), 0.0)
         return ScoreStats(float(mean), float(np.sqrt(var)))
