@@ -795,7 +795,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated model names (substring match)")
-    ap.add_argument("--study", choices=sorted(STUDIES), default="peers")
+    ap.add_argument(
+        "--study",
+        default="peers",
+        help=f"comma-separated, from {', '.join(STUDIES)} (one run shares fitted models)",
+    )
     args = ap.parse_args()
     THREADS = args.threads
 
@@ -803,11 +807,9 @@ def main() -> None:
     df = sample.interactions
     uf = _coerce_features(sample.user_features)
     itf = _coerce_features(sample.item_features)
-    candidates = [
-        c
-        for c in STUDIES[args.study]
-        if not args.only or any(s in c.name for s in args.only.split(","))
-    ]
+    unique = {c.name: c for study in args.study.split(",") for c in STUDIES[study]}
+    only = [s for s in args.only.split(",") if s]
+    candidates = [c for c in unique.values() if not only or any(s in c.name for s in only)]
     rows: dict[str, list[dict]] = {c.name: [] for c in candidates}
     chosen: dict[str, list] = {c.name: [] for c in candidates}
     for seed in range(args.seeds):
