@@ -99,31 +99,35 @@ def _csr(rows, cols, vals, n) -> sp.csr_matrix:
 
 def _ease_local(X: sp.csr_matrix, l2: float, neighborhood: int, cap: int) -> sp.csr_matrix:
     """EASE's columns, each regressed on its ``neighborhood`` most co-occurring items,
-    capped to ``cap`` weights; memory ``O(nnz(X'X) + n * neighborhood)``."""
+    capped to ``cap`` weights. Co-occurrences are computed ``_BLOCK`` columns at a time,
+    so memory is ``O(nnz(X) + co-occurrences of one block + n * cap)``."""
     n = X.shape[1]
-    G = sp.csr_matrix(X.T @ X, dtype=np.float64)
-    G.setdiag(0.0)
-    G.eliminate_zeros()
     Xc = sp.csc_matrix(X, dtype=np.float64)
+    XT = sp.csr_matrix(Xc.T)
     rows, cols, vals = [], [], []
-    for j in range(n):
-        lo, hi = G.indptr[j], G.indptr[j + 1]
-        if hi == lo:
-            continue  # never co-occurs: no weights
-        nbr, counts = G.indices[lo:hi], G.data[lo:hi]
-        if nbr.size > neighborhood:
-            top = np.argpartition(-counts, neighborhood - 1)[:neighborhood]
-            nbr, counts = nbr[top], counts[top]
-        Xn = Xc[:, nbr]
-        A = (Xn.T @ Xn).toarray()
-        A[np.diag_indices_from(A)] += l2
-        b = np.linalg.solve(A, counts)
-        if b.size > cap:
-            keep = np.argpartition(-np.abs(b), cap - 1)[:cap]
-            nbr, b = nbr[keep], b[keep]
-        rows.append(nbr)
-        cols.append(np.full(nbr.size, j))
-        vals.append(b)
+    for lo in range(0, n, _BLOCK):
+        hi = min(lo + _BLOCK, n)
+        Gb = sp.csc_matrix(XT @ Xc[:, lo:hi])  # (n, hi - lo) co-occurrence counts
+        for j in range(lo, hi):
+            a, b = Gb.indptr[j - lo], Gb.indptr[j - lo + 1]
+            nbr, counts = Gb.indices[a:b], Gb.data[a:b]
+            others = nbr != j
+            nbr, counts = nbr[others], counts[others]
+            if nbr.size == 0:
+                continue  # never co-occurs: no weights
+            if nbr.size > neighborhood:
+                top = np.argpartition(-counts, neighborhood - 1)[:neighborhood]
+                nbr, counts = nbr[top], counts[top]
+            Xn = Xc[:, nbr]
+            A = (Xn.T @ Xn).toarray()
+            A[np.diag_indices_from(A)] += l2
+            w = np.linalg.solve(A, counts)
+            if w.size > cap:
+                keep = np.argpartition(-np.abs(w), cap - 1)[:cap]
+                nbr, w = nbr[keep], w[keep]
+            rows.append(nbr)
+            cols.append(np.full(nbr.size, j))
+            vals.append(w)
     if not rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
     return _csr(rows, cols, vals, n)
