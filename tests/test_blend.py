@@ -132,3 +132,12 @@ def test_bad_input_and_unfitted_use_are_refused(world):
         Blend().fit(np.zeros((0, D + 2)))
     with pytest.raises(ValueError, match="one index per factor row"):
         Blend().fit(F).score(np.ones(D + 2), F, item_item, [1], items=np.array([1, 2]))
+
+
+def test_history_weights_reach_the_item_item_part(world):
+    F, item_item = world
+    u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
+    history, weights = np.array([2, 5, 9]), np.array([1.0, 0.5, 0.25])  # newest first
+    out = Blend(2.0).fit(F).score(u, F, item_item, history, weights=weights)
+    expected = zscore(F @ u) + 2.0 * zscore(item_item.scores(history, weights))
+    np.testing.assert_allclose(out.scores, expected, atol=1e-6)

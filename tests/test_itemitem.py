@@ -106,6 +106,27 @@ def test_scores_are_the_history_row_times_the_weights(fitted, history):
 
 
 @settings(max_examples=60, deadline=None)
+@given(
+    history=histories,
+    weights=st.lists(st.floats(0, 5, allow_subnormal=False), min_size=12, max_size=12),
+)
+def test_weighted_scores_count_each_item_once_with_its_largest_weight(fitted, history, weights):
+    w = np.array(weights[: len(history)])
+    x = np.zeros(fitted.n_items_)
+    for item, weight in zip(history, w):
+        x[item] = max(x[item], weight)
+    expected = x @ fitted.weights_.toarray()
+    np.testing.assert_allclose(fitted.scores(history, w), expected, atol=1e-6)
+    items = np.arange(-1, fitted.n_items_)
+    np.testing.assert_allclose(
+        fitted.score_items(history, items, w), np.r_[0.0, expected], atol=1e-6
+    )
+    mean, std = fitted.stats(history, w)
+    assert mean == pytest.approx(expected.mean(), abs=1e-9)
+    assert std == pytest.approx(expected.std(), abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
 @given(history=histories, items=st.lists(st.integers(-3, 30), max_size=15))
 def test_score_items_equals_scores_at_those_items_and_zero_outside(fitted, history, items):
     full = fitted.scores(history)
@@ -148,6 +169,10 @@ def test_unfitted_and_bad_input_errors_say_what_to_do(fitted):
         ItemItem(max_neighbors=0).fit(random_interactions())
     with pytest.raises(IndexError, match="outside 0..24"):
         fitted.scores([25])
+    with pytest.raises(ValueError, match="one per history item"):
+        fitted.scores([1, 2], weights=[1.0])
+    with pytest.raises(ValueError, match="finite"):
+        fitted.scores([1], weights=[np.nan])
     assert fitted.score_items([1], []).shape == (0,)
     assert fitted.stats([]) == (0.0, 0.0)
 

@@ -109,15 +109,17 @@ class Blend:
         item_item: ItemItem | None = None,
         history: np.ndarray | None = None,
         items: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> Blended | None:
         """Blended scores of the items whose factor rows are ``item_factors``
         (``(m, d + 2)``); ``items`` are the same items' indices in the item-item model
         (``-1`` for an item it does not know; default ``arange(m)``). ``history``: the
-        user's item indices in the item-item model. None when no part can score the user.
+        user's item indices in the item-item model, ``weights`` their weights (default
+        1). None when no part can score the user.
         """
         F = np.asarray(item_factors, dtype=np.float64)
         has_history = item_item is not None and history is not None and len(history) > 0
-        item_stats = item_item.stats(history) if has_history else None
+        item_stats = item_item.stats(history, weights) if has_history else None
         parts = self.parts(user_vector, item_stats)
         if not parts:
             return None
@@ -125,7 +127,7 @@ class Blend:
             idx = np.arange(F.shape[0]) if items is None else np.asarray(items, dtype=np.int64)
             if idx.shape != (F.shape[0],):
                 raise ValueError(f"items must give one index per factor row, got {idx.shape}")
-            e = item_item.score_items(history, idx)
+            e = item_item.score_items(history, idx, weights)
         if parts == ("factors",):
             return Blended(F @ user_vector, parts)
         if parts == ("item_item",):

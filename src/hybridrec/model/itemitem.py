@@ -198,29 +198,44 @@ class ItemItem:
         model.exact_ = None
         return model
 
-    def _check(self, history) -> np.ndarray:
+    def _entries(self, history, weights=None) -> tuple[np.ndarray, np.ndarray]:
+        """Target item indices and weighted weights of the rows of ``history``."""
         if getattr(self, "weights_", None) is None:
             raise NotFittedError("this item-item model is not fitted yet: call fit()")
-        h = np.unique(np.asarray(history, dtype=np.int64))
+        h = np.asarray(history, dtype=np.int64).ravel()
+        if weights is None:
+            h, w = np.unique(h), None
+        else:
+            w = np.asarray(weights, dtype=np.float64).ravel()
+            if w.shape != h.shape or not np.isfinite(w).all():
+                raise ValueError("weights must be finite, one per history item")
+            order = np.lexsort((-w, h))  # by item, the largest weight first
+            h, w = h[order], w[order]
+            first = np.r_[True, h[1:] != h[:-1]] if h.size else np.zeros(0, bool)
+            h, w = h[first], w[first]
         if h.size and (h[0] < 0 or h[-1] >= self.n_items_):
             raise IndexError(f"history holds item indices outside 0..{self.n_items_ - 1}")
-        return h
-
-    def scores(self, history) -> np.ndarray:
-        """``(n_items,)`` float64 scores of every item for a user who interacted with
-        the item indices ``history`` (duplicates count once)."""
-        h = self._check(history)
         cols, vals = _history_entries(self.weights_, h)
+        if w is not None:
+            lengths = self.weights_.indptr[h + 1] - self.weights_.indptr[h]
+            vals = vals * np.repeat(w, lengths)
+        return cols, vals
+
+    def scores(self, history, weights=None) -> np.ndarray:
+        """``(n_items,)`` float64 scores of every item for a user who interacted with
+        the item indices ``history``, each counting ``weights`` (default 1; e.g. more
+        for recent interactions). An item repeated in ``history`` counts once, with its
+        largest weight."""
+        cols, vals = self._entries(history, weights)
         return np.bincount(cols, weights=vals, minlength=self.n_items_)
 
-    def score_items(self, history, items) -> np.ndarray:
+    def score_items(self, history, items, weights=None) -> np.ndarray:
         """Scores ``(len(items),)`` of the item indices ``items`` only; an index outside
         the model (e.g. ``-1`` for an item it never saw) scores 0."""
-        h = self._check(history)
+        cols, vals = self._entries(history, weights)
         items = np.asarray(items, dtype=np.int64).ravel()
         if items.size == 0:
             return np.zeros(0)
-        cols, vals = _history_entries(self.weights_, h)
         order = np.argsort(items, kind="stable")
         sorted_items = items[order]
         pos = np.searchsorted(sorted_items, cols)
@@ -233,11 +248,10 @@ class ItemItem:
         out[order] = summed[first]
         return out
 
-    def stats(self, history) -> ScoreStats:
-        """Mean and standard deviation of ``scores(history)`` over all items, in
-        ``O(len(history) * max_neighbors)`` (no ``n``-sized array)."""
-        h = self._check(history)
-        cols, vals = _history_entries(self.weights_, h)
+    def stats(self, history, weights=None) -> ScoreStats:
+        """Mean and standard deviation of ``scores(history, weights)`` over all items,
+        in ``O(len(history) * max_neighbors)`` (no ``n``-sized array)."""
+        cols, vals = self._entries(history, weights)
         if cols.size == 0:
             return ScoreStats(0.0, 0.0)
         n = self.n_items_
