@@ -533,17 +533,63 @@ def cold_part(task: Task, params: dict) -> np.ndarray:
     raise ValueError(kind)
 
 
-def fit_cold(task: Task, params: dict) -> Fitted:
-    """Hybrid defaults for warm users; cold users from ``cold_part``, optionally z-blended
-    with the hybrid's own cold scores (weight ``hybrid``) and popularity (``pop``)."""
-    warm_l, cold_l, seconds = hybrid_scores(task, {})
-    t0 = time.perf_counter()
+def blended_cold(task: Task, params: dict, cold_l: np.ndarray) -> np.ndarray:
+    """Cold users' scores: ``cold_part`` (if ``cold``) z-blended with the hybrid's own
+    cold scores ``cold_l`` (weight ``hybrid``) and popularity (weight ``pop``)."""
     cold = zscore(cold_part(task, params)) if params.get("cold") else 0.0
     if params.get("hybrid"):
         cold = cold + params["hybrid"] * zscore(cold_l)
     if params.get("pop"):
         cold = cold + params["pop"] * zscore(np.tile(popularity_scores(task), (len(task.cold), 1)))
+    return cold_l if isinstance(cold, float) else cold
+
+
+def fit_cold(task: Task, params: dict) -> Fitted:
+    """Hybrid defaults for warm users; cold users from :func:`blended_cold`."""
+    warm_l, cold_l, seconds = hybrid_scores(task, {})
+    t0 = time.perf_counter()
+    cold = blended_cold(task, params, cold_l)
     return Fitted(warm_l, cold, seconds + time.perf_counter() - t0)
+
+
+def recency_weights(task: Task, half_life: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Warm users' ``(history, weights)``: ``0.5 ** (r / half_life)`` with ``r`` the number
+    of the user's newer interactions (``half_life`` 0: every weight 1)."""
+    W = history_rows(task, half_life)
+    return [
+        (W.indices[W.indptr[n] : W.indptr[n + 1]], W.data[W.indptr[n] : W.indptr[n + 1]])
+        for n in range(W.shape[0])
+    ]
+
+
+def fit_proposed(task: Task, params: dict) -> Fitted:
+    """The proposed defaults through the model modules: ``hybridrec.model.Blend`` of the
+    hybrid LightFM and ``hybridrec.model.ItemItem`` (EASE, ``cap`` weights per item,
+    ridge ``lam``), blend weight ``w``, histories weighted by recency (``recency``
+    half-life, 0: none); cold users as :func:`blended_cold`."""
+    from hybridrec.model import Blend, ItemItem
+
+    model, s_l = fit_hybrid(task, {})
+    _, cold_l, _ = hybrid_scores(task, {})
+    key = ("itemitem", params["lam"], params["cap"])
+    if key not in task.cache:
+        t0 = time.perf_counter()
+        item_item = ItemItem(l2=params["lam"], max_neighbors=params["cap"]).fit(task.X)
+        task.cache[key] = (item_item, time.perf_counter() - t0)
+    item_item, s_e = task.cache[key]
+    cols = model.item_ids_.convert_to_internal(task.items.external)
+    F = model.item_factors()[cols].astype(np.float64)
+    t0 = time.perf_counter()
+    blend = Blend(params["w"]).fit(F)
+    s_b = time.perf_counter() - t0
+    warm = np.empty((task.warm.size, F.shape[0]))
+    histories = recency_weights(task, params.get("recency", 0.0))
+    for n, uid in enumerate(task.users.convert_to_external(task.warm)):
+        u = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
+        h, w = histories[n]
+        warm[n] = blend.score(u, F, item_item, h, weights=w).scores
+    cold = blended_cold(task, params, cold_l)
+    return Fitted(warm, cold, s_l + s_e + s_b)
 
 
 # -- runner ----------------------------------------------------------------------------------
@@ -580,6 +626,7 @@ PEERS = [
 ]
 
 LAMBDAS = [100.0, 250.0, 500.0, 1000.0]
+CAP = 200  # item-item weights kept per item in the proposed defaults (see --study cap)
 
 
 def fit_item_item(task: Task, params: dict) -> Fitted:
@@ -695,6 +742,31 @@ STUDIES = {
             "blend z, recency-weighted history",
             fit_blend,
             grid(lam=[250.0, 500.0], w=[1.0, 2.0], recency=[10.0, 20.0, 50.0]),
+        ),
+    ],
+    "after": [
+        *PEERS,
+        Candidate(
+            "EASE, recency-weighted history",
+            fit_item_item,
+            grid(lam=[250.0, 500.0], recency=[5.0, 10.0, 20.0]),
+        ),
+        Candidate(
+            "proposed: blend",
+            fit_proposed,
+            grid(lam=[250.0, 500.0], w=[1.0, 2.0], cap=[CAP], hybrid=[1.0], pop=[1.0]),
+        ),
+        Candidate(
+            "proposed: blend, recency-weighted history",
+            fit_proposed,
+            grid(
+                lam=[250.0, 500.0],
+                w=[1.0, 2.0],
+                cap=[CAP],
+                recency=[5.0, 10.0, 20.0],
+                hybrid=[1.0],
+                pop=[1.0],
+            ),
         ),
     ],
     "cold": [
@@ -826,7 +898,8 @@ def main() -> None:
             chosen[cand.name].append(params)
             print(
                 f"  {cand.name:<24} {params} warm p@10 {res['warm_precision']:.4f} "
-                f"ndcg {res['warm_ndcg']:.4f} cold p@10 {res['cold_precision']:.4f} "
+                f"ndcg {res['warm_ndcg']:.4f} auc {res['warm_auc']:.4f} "
+                f"cold p@10 {res['cold_precision']:.4f} auc {res['cold_auc']:.4f} "
                 f"fit {res['fit_s']:.2f}s",
                 flush=True,
             )
