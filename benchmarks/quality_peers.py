@@ -566,11 +566,11 @@ def fit_proposed(task: Task, params: dict) -> Fitted:
     """The proposed defaults through the model modules: ``hybridrec.model.Blend`` of the
     hybrid LightFM and ``hybridrec.model.ItemItem`` (EASE, ``cap`` weights per item,
     ridge ``lam``), blend weight ``w``, histories weighted by recency (``recency``
-    half-life, 0: none); cold users as :func:`blended_cold`."""
+    half-life, 0: none); users without a history (cold) get the factor part plus
+    popularity (weight ``pop``)."""
     from hybridrec.model import Blend, ItemItem
 
     model, s_l = fit_hybrid(task, {})
-    _, cold_l, _ = hybrid_scores(task, {})
     key = ("itemitem", params["lam"], params["cap"])
     if key not in task.cache:
         t0 = time.perf_counter()
@@ -580,15 +580,22 @@ def fit_proposed(task: Task, params: dict) -> Fitted:
     cols = model.item_ids_.convert_to_internal(task.items.external)
     F = model.item_factors()[cols].astype(np.float64)
     t0 = time.perf_counter()
-    blend = Blend(params["w"]).fit(F)
+    counts = np.asarray(task.X.sum(axis=0)).ravel()
+    blend = Blend(params["w"], popularity_weight=params["pop"]).fit(F, popularity=counts)
     s_b = time.perf_counter() - t0
-    warm = np.empty((task.warm.size, F.shape[0]))
     histories = recency_weights(task, params.get("recency", 0.0))
-    for n, uid in enumerate(task.users.convert_to_external(task.warm)):
-        u = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
-        h, w = histories[n]
-        warm[n] = blend.score(u, F, item_item, h, weights=w).scores
-    cold = blended_cold(task, params, cold_l)
+
+    def scores(user_ids, with_history):
+        out = np.empty((len(user_ids), F.shape[0]))
+        for n, uid in enumerate(user_ids):
+            u = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
+            h, w = histories[n] if with_history else (None, None)
+            blended = blend.score(u, F, item_item, h, weights=w)
+            out[n] = popularity_scores(task) if blended is None else blended.scores
+        return out
+
+    warm = scores(task.users.convert_to_external(task.warm), True)
+    cold = scores(task.cold, False)
     return Fitted(warm, cold, s_l + s_e + s_b)
 
 
@@ -754,7 +761,7 @@ STUDIES = {
         Candidate(
             "proposed: blend",
             fit_proposed,
-            grid(lam=[250.0, 500.0], w=[1.0, 2.0], cap=[CAP], hybrid=[1.0], pop=[1.0]),
+            grid(lam=[250.0, 500.0], w=[1.0, 2.0], cap=[CAP], pop=[1.0]),
         ),
         Candidate(
             "proposed: blend, recency-weighted history",
@@ -764,7 +771,6 @@ STUDIES = {
                 w=[1.0, 2.0],
                 cap=[CAP],
                 recency=[5.0, 10.0, 20.0],
-                hybrid=[1.0],
                 pop=[1.0],
             ),
         ),

@@ -1,5 +1,6 @@
-"""Blend: per-user z-scores of the factor and item-item parts, computed exactly without
-scoring the whole catalog; which parts score which user and item (the 16 cases)."""
+"""Blend: per-user z-scores of the factor, item-item and popularity parts, computed
+exactly without scoring the whole catalog; which parts score which user and item (the
+16 cases)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.stats import rankdata
 
 from hybridrec.model import Blend, ItemItem, NotFittedError
 
@@ -112,14 +114,22 @@ def test_an_item_outside_the_item_item_model_scores_like_an_unlinked_known_item(
 
 def test_stored_arrays_give_the_same_blend(world):
     F, item_item = world
-    fitted = Blend(1.5).fit(F)
-    again = Blend.from_arrays(1.5, fitted.factor_mean_, fitted.factor_cov_)
-    u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
-    np.testing.assert_array_equal(
-        again.score(u, F, item_item, [2, 5]).scores, fitted.score(u, F, item_item, [2, 5]).scores
+    fitted = Blend(1.5, popularity_weight=0.5).fit(F, popularity=np.arange(N_ITEMS) % 7)
+    again = Blend.from_arrays(
+        fitted.factor_mean_,
+        fitted.factor_cov_,
+        fitted.popularity_,
+        weight=1.5,
+        popularity_weight=0.5,
     )
+    u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
+    for history in ([2, 5], []):
+        np.testing.assert_array_equal(
+            again.score(u, F, item_item, history).scores,
+            fitted.score(u, F, item_item, history).scores,
+        )
     with pytest.raises(ValueError, match=r"must be \(6, 6\)"):
-        Blend.from_arrays(1.0, fitted.factor_mean_, np.eye(5))
+        Blend.from_arrays(fitted.factor_mean_, np.eye(5))
 
 
 def test_bad_input_and_unfitted_use_are_refused(world):
@@ -128,6 +138,10 @@ def test_bad_input_and_unfitted_use_are_refused(world):
         Blend().factor_stats(np.ones(D + 2))
     with pytest.raises(ValueError, match="weight"):
         Blend(-1.0).fit(F)
+    with pytest.raises(ValueError, match="popularity_weight"):
+        Blend(1.0, popularity_weight=np.inf).fit(F)
+    with pytest.raises(ValueError, match="one count per item"):
+        Blend().fit(F, popularity=np.ones(3))
     with pytest.raises(ValueError, match="non-empty"):
         Blend().fit(np.zeros((0, D + 2)))
     with pytest.raises(ValueError, match="one index per factor row"):
@@ -141,3 +155,58 @@ def test_history_weights_reach_the_item_item_part(world):
     out = Blend(2.0).fit(F).score(u, F, item_item, history, weights=weights)
     expected = zscore(F @ u) + 2.0 * zscore(item_item.scores(history, weights))
     np.testing.assert_allclose(out.scores, expected, atol=1e-6)
+
+
+popularity_counts = np.array([5, 0, 3, 3, 9, 1] * 4 + [2], dtype=float)
+
+
+@settings(max_examples=60, deadline=None)
+@given(u=user_vectors, w=st.floats(0.1, 4))
+def test_a_user_without_history_gets_factors_plus_popularity_z_scores(world, u, w):
+    F, item_item = world
+    blend = Blend(2.0, popularity_weight=w).fit(F, popularity=popularity_counts)
+    out = blend.score(u, F, item_item, [])
+    if (F @ u).std() < 1e-9:
+        return
+    assert out.parts == ("factors", "popularity")
+    quantiles = (rankdata(popularity_counts) - 1) / (N_ITEMS - 1)  # ties: their average rank
+    np.testing.assert_allclose(blend.popularity_, quantiles)
+    np.testing.assert_allclose(out.scores, zscore(F @ u) + w * zscore(quantiles), atol=1e-6)
+
+
+def test_popularity_does_not_touch_a_user_with_a_history(world):
+    F, item_item = world
+    u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
+    with_pop = Blend(2.0, popularity_weight=3.0).fit(F, popularity=popularity_counts)
+    without = Blend(2.0).fit(F)
+    np.testing.assert_array_equal(
+        with_pop.score(u, F, item_item, [1, 2]).scores,
+        without.score(u, F, item_item, [1, 2]).scores,
+    )
+    assert with_pop.score(None, F, item_item, []) is None  # neither: the caller's baseline
+    assert Blend(1.0, popularity_weight=0.0).fit(F, popularity_counts).score(u, F).parts == (
+        "factors",
+    )
+
+
+def test_an_item_outside_training_has_popularity_quantile_zero(world):
+    F, _ = world
+    u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
+    blend = Blend(popularity_weight=1.0).fit(F, popularity=popularity_counts)
+    least = int(np.argmin(popularity_counts))  # tied with others: quantile above 0
+    rows = np.vstack([F[least], F[least], F[least]])
+    out = blend.score(u, rows, items=np.array([least, -1, N_ITEMS + 5]))
+    assert out.scores[1] == out.scores[2] < out.scores[0]
+    mean, std = blend.popularity_stats()
+    expected = zscore(F @ u) + (0.0 - mean) / std
+    assert out.scores[1] == pytest.approx(expected[least], abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(u=user_vectors, pool=st.lists(st.integers(0, N_ITEMS - 1), min_size=1, unique=True))
+def test_a_pool_without_history_scores_like_the_catalog(world, u, pool):
+    F, _ = world
+    blend = Blend(popularity_weight=1.5).fit(F, popularity=popularity_counts)
+    full = blend.score(u, F)
+    part = blend.score(u, F[pool], items=np.array(pool))
+    np.testing.assert_allclose(part.scores, full.scores[pool], atol=1e-9)

@@ -1,27 +1,36 @@
-"""The blended score: the factor model and the item-item model, each standardised per user.
+"""The blended score: the factor model, the item-item model and popularity, each
+standardised per user.
 
 Pure math; no ids, no I/O. For a user with factor vector ``u`` (``[q_u, 1, b_u]``, length
-``d + 2``) and a history ``h`` (item indices the item-item model knows)::
+``d + 2``) and a history ``h`` (item indices the item-item model knows, optionally
+weighted, e.g. by recency)::
 
     score(i) = (f_i - mean_f) / std_f + weight * (e_i - mean_e) / std_e
 
-where ``f_i = u . F_i`` is the factor score (``F_i = [q_i, b_i, 1]``), ``e_i`` the item-item
-score of ``h``, and the means and standard deviations are the user's over the model's
-training items: the factor ones in closed form from the training items' mean and
-covariance, the item-item ones from the history's weights (:meth:`ItemItem.stats`). So an
-item's score never depends on which other items are scored with it: scoring a candidate
-pool (two-stage serving) gives the same numbers as scoring the whole catalog.
+where ``f_i = u . F_i`` is the factor score (``F_i = [q_i, b_i, 1]``) and ``e_i`` the
+item-item score of ``h``. A user with a factor vector but no history gets instead::
+
+    score(i) = (f_i - mean_f) / std_f + popularity_weight * (p_i - mean_p) / std_p
+
+with ``p_i`` the item's popularity quantile in training (0 for an item nobody had). The
+means and standard deviations are the user's over the model's training items: the factor
+ones in closed form from the training items' mean and covariance, the item-item ones from
+the history's weights (:meth:`ItemItem.stats`), the popularity ones fixed at fit time. So
+an item's score never depends on which other items are scored with it: scoring a
+candidate pool (two-stage serving) gives the same numbers as scoring the whole catalog.
 
 Which parts apply (the 16 cases):
 
 - user side: the factor part needs a user vector (an indicator, known features or a
   fold-in); the item-item part needs a history the item-item model knows (training items
-  and interactions since). A user with both gets the blend; with one, that part's raw
-  scores (so a new user with features gets exactly the factor model's scores); with
-  neither, the caller's baseline.
+  and interactions since); popularity stands in for the item-item part of a user without
+  a history (a new user with features). A user with neither a vector nor a history gets
+  the caller's baseline (popularity). A user with a history and no vector gets the
+  item-item scores alone.
 - item side: an item scored from features only (new since training) or otherwise outside
   the item-item model has item-item score 0, like any known item no item of the history
-  points to; an item with no factor row is unscorable, as without the blend.
+  points to, and popularity quantile 0; an item with no factor row is unscorable, as
+  without the blend.
 """
 
 from __future__ import annotations
@@ -29,13 +38,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from .hybrid import NotFittedError
 from .itemitem import ItemItem, ScoreStats
 
 __all__ = ["Blend", "Blended", "PARTS"]
 
-PARTS = ("factors", "item_item")
+PARTS = ("factors", "item_item", "popularity")
 
 
 @dataclass(frozen=True)
@@ -46,34 +56,63 @@ class Blended:
     parts: tuple[str, ...]
 
 
-class Blend:
-    """``factors z-score + weight * item-item z-score``, per user.
+def _z(x: np.ndarray, stats: ScoreStats) -> np.ndarray:
+    return (x - stats.mean) / stats.std if stats.std > 0 else np.zeros_like(x)
 
-    ``weight`` is the item-item part's weight (0: the factor model alone). :meth:`fit`
-    learns the training items' factor mean ``(d + 2,)`` and covariance
-    ``(d + 2, d + 2)``, from which any user's factor score statistics follow exactly.
+
+class Blend:
+    """``factors z-score + weight * item-item z-score`` per user, or ``+
+    popularity_weight * popularity z-score`` for a user without history.
+
+    ``weight`` and ``popularity_weight`` are >= 0 (0 turns a part off). :meth:`fit`
+    learns the training items' factor mean ``factor_mean_`` ``(d + 2,)`` and covariance
+    ``factor_cov_`` ``(d + 2, d + 2)``, from which any user's factor score statistics
+    follow exactly, and the items' popularity quantiles ``popularity_`` ``(n_items,)``.
     """
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, popularity_weight: float = 1.0):
         self.weight = weight
+        self.popularity_weight = popularity_weight
 
-    def fit(self, item_factors: np.ndarray) -> Blend:
+    def _check_params(self) -> None:
+        for name in ("weight", "popularity_weight"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+    def fit(self, item_factors: np.ndarray, popularity: np.ndarray | None = None) -> Blend:
         """``item_factors``: ``(n_items, d + 2)`` rows ``[q_i, b_i, 1]`` of the training
-        items (the rows the statistics are taken over). Returns ``self``."""
-        if not np.isfinite(self.weight) or self.weight < 0:
-            raise ValueError(f"weight must be a finite number >= 0, got {self.weight}")
+        items (the rows the statistics are taken over); ``popularity``: their
+        ``(n_items,)`` interaction counts (None: no popularity part). Returns ``self``."""
+        self._check_params()
         F = np.asarray(item_factors, dtype=np.float64)
         if F.ndim != 2 or F.shape[0] == 0:
             raise ValueError(f"item_factors must be a non-empty (n, d + 2) matrix, got {F.shape}")
         self.factor_mean_ = F.mean(axis=0)
         centred = F - self.factor_mean_
         self.factor_cov_ = centred.T @ centred / F.shape[0]
+        if popularity is None:
+            self.popularity_ = None
+        else:
+            pop = np.asarray(popularity, dtype=np.float64).ravel()
+            if pop.shape != (F.shape[0],):
+                raise ValueError(f"popularity must have one count per item, got {pop.shape}")
+            n = pop.size
+            self.popularity_ = (rankdata(pop) - 1.0) / max(n - 1, 1)  # quantiles in [0, 1]
         return self
 
     @classmethod
-    def from_arrays(cls, weight: float, factor_mean: np.ndarray, factor_cov: np.ndarray) -> Blend:
-        """A fitted blend from stored arrays (an artifact's)."""
-        blend = cls(weight)
+    def from_arrays(
+        cls,
+        factor_mean: np.ndarray,
+        factor_cov: np.ndarray,
+        popularity: np.ndarray | None = None,
+        **params,
+    ) -> Blend:
+        """A fitted blend from stored arrays (an artifact's): ``factor_mean_``,
+        ``factor_cov_`` and ``popularity_`` (quantiles, or None)."""
+        blend = cls(**params)
+        blend._check_params()
         blend.factor_mean_ = np.asarray(factor_mean, dtype=np.float64)
         blend.factor_cov_ = np.asarray(factor_cov, dtype=np.float64)
         d = blend.factor_mean_.shape[0]
@@ -82,6 +121,7 @@ class Blend:
                 f"factor covariance must be ({d}, {d}) for a mean of length {d}, "
                 f"got {blend.factor_cov_.shape}"
             )
+        blend.popularity_ = None if popularity is None else np.asarray(popularity, np.float64)
         return blend
 
     def factor_stats(self, user_vector: np.ndarray) -> ScoreStats:
@@ -93,13 +133,21 @@ class Blend:
         var = float(u @ self.factor_cov_ @ u)
         return ScoreStats(float(self.factor_mean_ @ u), float(np.sqrt(max(var, 0.0))))
 
+    def popularity_stats(self) -> ScoreStats:
+        """Mean and standard deviation of the popularity quantiles of the training items."""
+        p = self.popularity_
+        return ScoreStats(float(p.mean()), float(p.std())) if p is not None else ScoreStats(0, 0)
+
     def parts(self, user_vector: np.ndarray | None, item_stats: ScoreStats | None) -> tuple:
-        """The parts that can score this user: see the module's docstring."""
+        """The parts that score this user (see the module's docstring); ``item_stats``:
+        the user's item-item statistics, None without a history."""
         out = []
         if user_vector is not None:
             out.append("factors")
         if self.weight > 0 and item_stats is not None and item_stats.std > 0:
             out.append("item_item")
+        elif out and self.popularity_weight > 0 and getattr(self, "popularity_", None) is not None:
+            out.append("popularity")
         return tuple(out)
 
     def score(
@@ -112,28 +160,29 @@ class Blend:
         weights: np.ndarray | None = None,
     ) -> Blended | None:
         """Blended scores of the items whose factor rows are ``item_factors``
-        (``(m, d + 2)``); ``items`` are the same items' indices in the item-item model
-        (``-1`` for an item it does not know; default ``arange(m)``). ``history``: the
-        user's item indices in the item-item model, ``weights`` their weights (default
-        1). None when no part can score the user.
+        (``(m, d + 2)``); ``items`` are the same items' training indices (``-1`` for an
+        item not in training; default ``arange(m)``). ``history``: the user's item
+        indices in the item-item model, ``weights`` their weights (default 1). None when
+        no part can score the user (the caller's baseline).
         """
         F = np.asarray(item_factors, dtype=np.float64)
-        has_history = item_item is not None and history is not None and len(history) > 0
-        item_stats = item_item.stats(history, weights) if has_history else None
+        idx = np.arange(F.shape[0]) if items is None else np.asarray(items, dtype=np.int64)
+        if idx.shape != (F.shape[0],):
+            raise ValueError(f"items must give one index per factor row, got {idx.shape}")
+        e, item_stats = None, None
+        if self.weight > 0 and item_item is not None and history is not None and len(history):
+            e, item_stats = item_item.score_items_and_stats(history, idx, weights)
         parts = self.parts(user_vector, item_stats)
         if not parts:
             return None
-        if "item_item" in parts:
-            idx = np.arange(F.shape[0]) if items is None else np.asarray(items, dtype=np.int64)
-            if idx.shape != (F.shape[0],):
-                raise ValueError(f"items must give one index per factor row, got {idx.shape}")
-            e = item_item.score_items(history, idx, weights)
-        if parts == ("factors",):
-            return Blended(F @ user_vector, parts)
         if parts == ("item_item",):
             return Blended(e, parts)
-        f = F @ user_vector
-        f_stats = self.factor_stats(user_vector)
-        z_f = (f - f_stats.mean) / f_stats.std if f_stats.std > 0 else np.zeros_like(f)
-        z_e = (e - item_stats.mean) / item_stats.std
-        return Blended(z_f + self.weight * z_e, parts)
+        f = F @ np.asarray(user_vector, dtype=np.float64)
+        if parts == ("factors",):
+            return Blended(f, parts)
+        z = _z(f, self.factor_stats(user_vector))
+        if "item_item" in parts:
+            return Blended(z + self.weight * _z(e, item_stats), parts)
+        known = (idx >= 0) & (idx < self.popularity_.size)
+        p = np.where(known, self.popularity_[np.where(known, idx, 0)], 0.0)
+        return Blended(z + self.popularity_weight * _z(p, self.popularity_stats()), parts)

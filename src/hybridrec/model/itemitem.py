@@ -232,7 +232,20 @@ class ItemItem:
     def score_items(self, history, items, weights=None) -> np.ndarray:
         """Scores ``(len(items),)`` of the item indices ``items`` only; an index outside
         the model (e.g. ``-1`` for an item it never saw) scores 0."""
+        return self._score_items(*self._entries(history, weights), items)
+
+    def stats(self, history, weights=None) -> ScoreStats:
+        """Mean and standard deviation of ``scores(history, weights)`` over all items,
+        in ``O(len(history) * max_neighbors)`` (no ``n``-sized array)."""
+        return self._stats(*self._entries(history, weights))
+
+    def score_items_and_stats(self, history, items, weights=None) -> tuple[np.ndarray, ScoreStats]:
+        """``(score_items(...), stats(...))`` reading the history's weights once."""
         cols, vals = self._entries(history, weights)
+        return self._score_items(cols, vals, items), self._stats(cols, vals)
+
+    @staticmethod
+    def _score_items(cols: np.ndarray, vals: np.ndarray, items) -> np.ndarray:
         items = np.asarray(items, dtype=np.int64).ravel()
         if items.size == 0:
             return np.zeros(0)
@@ -248,10 +261,7 @@ class ItemItem:
         out[order] = summed[first]
         return out
 
-    def stats(self, history, weights=None) -> ScoreStats:
-        """Mean and standard deviation of ``scores(history, weights)`` over all items,
-        in ``O(len(history) * max_neighbors)`` (no ``n``-sized array)."""
-        cols, vals = self._entries(history, weights)
+    def _stats(self, cols: np.ndarray, vals: np.ndarray) -> ScoreStats:
         if cols.size == 0:
             return ScoreStats(0.0, 0.0)
         n = self.n_items_
