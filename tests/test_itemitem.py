@@ -45,17 +45,25 @@ def test_weights_are_binary_interactions_whatever_their_values():
     np.testing.assert_array_equal(a, b)
 
 
-def test_cap_keeps_the_largest_weights_of_each_column():
+def test_cap_keeps_the_largest_weights_of_each_row():
     X = random_interactions(n_items=30)
     full = ease_closed_form(X, 2.0)
     W = ItemItem(l2=2.0, max_neighbors=4).fit(X).weights_.toarray()
-    for j in range(full.shape[1]):
-        kept = np.flatnonzero(W[:, j])
+    for i in range(full.shape[0]):
+        kept = np.flatnonzero(W[i])
         assert kept.size <= 4
-        np.testing.assert_allclose(W[kept, j], full[kept, j], atol=1e-5)
-        dropped = np.setdiff1d(np.arange(full.shape[0]), kept)
+        np.testing.assert_allclose(W[i, kept], full[i, kept], atol=1e-5)
+        dropped = np.setdiff1d(np.arange(full.shape[1]), kept)
         if dropped.size and kept.size:
-            assert np.abs(full[dropped, j]).max() <= np.abs(full[kept, j]).min() + 1e-5
+            assert np.abs(full[i, dropped]).max() <= np.abs(full[i, kept]).min() + 1e-5
+
+
+def test_local_fit_caps_rows_like_the_exact_fit():
+    # every pair co-occurs and the neighbourhood is everything: local = exact, capped alike
+    X = sp.vstack([random_interactions(n_items=20), np.ones((1, 20))]).tocsr()
+    exact = ItemItem(l2=3.0, max_neighbors=3).fit(X).weights_.toarray()
+    local = ItemItem(l2=3.0, max_neighbors=3, max_exact_items=5, neighborhood=1000).fit(X)
+    np.testing.assert_allclose(local.weights_.toarray(), exact, atol=1e-5)
 
 
 def test_local_fit_with_every_item_as_neighbour_is_ease():

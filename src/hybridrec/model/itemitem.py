@@ -1,4 +1,4 @@
-"""Item-item model: EASE (Steck, 2019) with at most ``max_neighbors`` weights per item.
+"""Item-item model: EASE (Steck, 2019), each item recommending at most ``max_neighbors``.
 
 Pure math on internal item indices (the factor model's item order); no ids, no I/O.
 Shapes: ``n`` items. ``weights_`` is a CSR ``(n, n)`` float32 matrix whose row ``i``
@@ -10,8 +10,9 @@ EASE's column ``j`` is the ridge regression of item ``j``'s interactions on ever
 item's, ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1``. Exactly (``n <=
 max_exact_items``) that needs the dense ``n x n`` Gram matrix; above, each column is
 regressed on its ``neighborhood`` most co-occurring items only (the same regression
-restricted to the items that matter most; when they are all the items, it is EASE). Either way each
-column then keeps its ``max_neighbors`` largest weights in magnitude.
+restricted to the items that matter most; when they are all the items, it is EASE).
+Either way each row then keeps its ``max_neighbors`` largest weights in magnitude: an
+item in a history adds to at most ``max_neighbors`` items' scores.
 """
 
 from __future__ import annotations
@@ -67,22 +68,38 @@ def _ease_dense(X: sp.csr_matrix, l2: float) -> np.ndarray:
 
 
 def _cap_dense(B: np.ndarray, cap: int) -> sp.csr_matrix:
-    """CSR of ``B`` keeping the ``cap`` largest entries in magnitude of each column."""
-    n = B.shape[0]
+    """CSR of ``B`` keeping the ``cap`` largest entries in magnitude of each row."""
+    n_rows, n = B.shape
     rows, cols, vals = [], [], []
-    for lo in range(0, B.shape[1], _BLOCK):
-        block = B[:, lo : lo + _BLOCK]
+    for lo in range(0, n_rows, _BLOCK):
+        block = B[lo : lo + _BLOCK]
         if cap < n:
-            keep = np.argpartition(-np.abs(block), cap - 1, axis=0)[:cap]
+            keep = np.argpartition(-np.abs(block), cap - 1, axis=1)[:, :cap]
         else:
-            keep = np.broadcast_to(np.arange(n)[:, None], block.shape)
-        c = np.broadcast_to(np.arange(block.shape[1]), keep.shape)
-        v = block[keep, c]
+            keep = np.broadcast_to(np.arange(n), block.shape)
+        r = np.broadcast_to(np.arange(block.shape[0])[:, None], keep.shape)
+        v = block[r, keep]
         nz = v != 0
-        rows.append(keep[nz])
-        cols.append(c[nz] + lo)
+        rows.append(r[nz] + lo)
+        cols.append(keep[nz])
         vals.append(v[nz])
     return _csr(rows, cols, vals, n)
+
+
+def _cap_sparse(W: sp.csr_matrix, cap: int) -> sp.csr_matrix:
+    """``W`` keeping the ``cap`` largest entries in magnitude of each row."""
+    lengths = np.diff(W.indptr)
+    if lengths.max(initial=0) <= cap:
+        return W
+    row = np.repeat(np.arange(W.shape[0]), lengths)
+    order = np.lexsort((-np.abs(W.data), row))  # by row, the largest first
+    rank = np.arange(W.nnz) - W.indptr[row[order]]
+    keep = np.sort(order[rank < cap])
+    out = sp.csr_matrix(
+        (W.data[keep], W.indices[keep], np.r_[0, np.cumsum(np.minimum(lengths, cap))]),
+        shape=W.shape,
+    )
+    return out
 
 
 def _csr(rows, cols, vals, n) -> sp.csr_matrix:
@@ -99,8 +116,8 @@ def _csr(rows, cols, vals, n) -> sp.csr_matrix:
 
 def _ease_local(X: sp.csr_matrix, l2: float, neighborhood: int, cap: int) -> sp.csr_matrix:
     """EASE's columns, each regressed on its ``neighborhood`` most co-occurring items,
-    capped to ``cap`` weights. Co-occurrences are computed ``_BLOCK`` columns at a time,
-    so memory is ``O(nnz(X) + co-occurrences of one block + n * cap)``."""
+    rows capped to ``cap`` weights. Co-occurrences are computed ``_BLOCK`` columns at a
+    time, so memory is ``O(nnz(X) + co-occurrences of one block + n * neighborhood)``."""
     n = X.shape[1]
     Xc = sp.csc_matrix(X, dtype=np.float64)
     XT = sp.csr_matrix(Xc.T)
@@ -122,15 +139,12 @@ def _ease_local(X: sp.csr_matrix, l2: float, neighborhood: int, cap: int) -> sp.
             A = (Xn.T @ Xn).toarray()
             A[np.diag_indices_from(A)] += l2
             w = np.linalg.solve(A, counts)
-            if w.size > cap:
-                keep = np.argpartition(-np.abs(w), cap - 1)[:cap]
-                nbr, w = nbr[keep], w[keep]
             rows.append(nbr)
             cols.append(np.full(nbr.size, j))
             vals.append(w)
     if not rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
-    return _csr(rows, cols, vals, n)
+    return _cap_sparse(_csr(rows, cols, vals, n), cap)
 
 
 def _history_entries(W: sp.csr_matrix, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +160,7 @@ def _history_entries(W: sp.csr_matrix, history: np.ndarray) -> tuple[np.ndarray,
 
 
 class ItemItem:
-    """EASE item-item weights, at most ``max_neighbors`` per recommended item.
+    """EASE item-item weights, at most ``max_neighbors`` from each item.
 
     Parameters: ``l2`` (ridge, in interactions: larger for denser data), ``max_neighbors``
     (weights kept per item: serving memory is about ``8 * n_items * max_neighbors``
