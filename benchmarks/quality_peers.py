@@ -660,50 +660,48 @@ STUDIES = {
             grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0], how=["global"]),
         ),
     ],
+    # item-item weights capped per item (rows: what an item in a history adds to;
+    # columns: what an item is predicted from); blend weights and ridge tuned as above
     "cap": [
         PEERS[1],
         *[
             Candidate(
                 f"EASE cap {axis} {n}", fit_item_item, grid(lam=LAMBDAS, cap=[n], cap_axis=[axis])
             )
-            for axis in ("col", "row")
-            for n in (50, 200)
+            for axis, n in (("row", 50), ("row", 200), ("col", 200))
         ],
-        Candidate("blend z uncapped", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        Candidate("blend z uncapped", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0])),
         *[
             Candidate(
                 f"blend z cap {axis} {n}",
                 fit_blend,
-                grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0], cap=[n], cap_axis=[axis]),
+                grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0], cap=[n], cap_axis=[axis]),
             )
-            for axis in ("col", "row")
-            for n in (25, 50, 100, 200)
+            for axis, n in (("row", 25), ("row", 50), ("row", 100), ("row", 200), ("col", 200))
         ],
     ],
+    # item-item parts that fit large catalogs: EASE on the most popular items only,
+    # EASE regressed on each item's 50 most co-occurring items, cosine item-kNN
     "scale": [
         PEERS[1],
-        Candidate("blend z, EASE", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
-        *[
-            Candidate(
-                f"blend z, local EASE n={n} by {by}",
-                fit_blend,
-                grid(part=["local"], lam=LAMBDAS[:3], n=[n], by=[by], w=[0.5, 1.0, 2.0, 4.0]),
-            )
-            for n in (50, 200)
-            for by in ("count", "cosine")
-        ],
+        Candidate("blend z, EASE", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0])),
         *[
             Candidate(
                 f"blend z, EASE on the {m} most popular items",
                 fit_blend,
-                grid(part=["head"], lam=LAMBDAS, m=[m], w=[0.5, 1.0, 2.0, 4.0]),
+                grid(part=["head"], lam=LAMBDAS, m=[m], w=[0.5, 1.0, 2.0]),
             )
-            for m in (1000, 3000)
+            for m in (1000, 2000, 4000)
         ],
+        Candidate(
+            "blend z, EASE on 50 co-occurring items",
+            fit_blend,
+            grid(part=["local"], lam=[100.0, 250.0], n=[50], w=[0.5, 1.0, 2.0]),
+        ),
         Candidate(
             "blend z, cosine item-kNN",
             fit_blend,
-            grid(part=["knn"], K=[50, 100, 200], w=[0.5, 1.0, 2.0, 4.0]),
+            grid(part=["knn"], K=[50, 100, 200], w=[0.5, 1.0, 2.0]),
         ),
     ],
     "pool": [

@@ -32,7 +32,6 @@ def ease_closed_form(X: sp.spmatrix, l2: float) -> np.ndarray:
 def test_exact_fit_without_cap_is_ease():
     X = random_interactions()
     model = ItemItem(l2=3.0, max_neighbors=1000).fit(X)
-    assert model.exact_ is True
     np.testing.assert_allclose(model.weights_.toarray(), ease_closed_form(X, 3.0), atol=1e-5)
 
 
@@ -58,43 +57,27 @@ def test_cap_keeps_the_largest_weights_of_each_row():
             assert np.abs(full[i, dropped]).max() <= np.abs(full[i, kept]).min() + 1e-5
 
 
-def test_local_fit_caps_rows_like_the_exact_fit():
-    # every pair co-occurs and the neighbourhood is everything: local = exact, capped alike
-    X = sp.vstack([random_interactions(n_items=20), np.ones((1, 20))]).tocsr()
-    exact = ItemItem(l2=3.0, max_neighbors=3).fit(X).weights_.toarray()
-    local = ItemItem(l2=3.0, max_neighbors=3, max_exact_items=5, neighborhood=1000).fit(X)
-    np.testing.assert_allclose(local.weights_.toarray(), exact, atol=1e-5)
-
-
-def test_local_fit_with_every_item_as_neighbour_is_ease():
-    # one user who took every item: every pair co-occurs, so every item is a neighbour
-    X = sp.vstack([random_interactions(n_items=20), np.ones((1, 20))]).tocsr()
-    local = ItemItem(l2=3.0, max_neighbors=1000, max_exact_items=5, neighborhood=1000).fit(X)
-    assert local.exact_ is False
-    np.testing.assert_allclose(local.weights_.toarray(), ease_closed_form(X, 3.0), atol=1e-5)
-
-
-def test_local_fit_regresses_on_the_most_co_occurring_items_only():
-    X = random_interactions(n_items=20, density=0.3)
-    local = ItemItem(l2=1.0, max_neighbors=1000, max_exact_items=5, neighborhood=3).fit(X)
-    G = (X.T @ X).toarray()
-    np.fill_diagonal(G, 0)
-    W = local.weights_.toarray()
-    for j in range(W.shape[1]):
-        nbr = np.flatnonzero(W[:, j])
-        assert nbr.size <= 3
-        if nbr.size == 3:  # the three largest co-occurrence counts (ties either way)
-            assert G[nbr, j].min() >= np.sort(G[:, j])[-3]
+def test_a_large_catalog_is_covered_on_its_most_interacted_items():
+    X = random_interactions(n_users=80, n_items=30, density=0.25, seed=4)
+    counts = np.asarray(X.sum(axis=0)).ravel()
+    head = np.sort(np.argsort(-counts, kind="stable")[:12])
+    model = ItemItem(l2=2.0, max_neighbors=1000, max_items=12).fit(X)
+    np.testing.assert_array_equal(model.items_, head)
+    W = model.weights_.toarray()
+    np.testing.assert_allclose(W[np.ix_(head, head)], ease_closed_form(X[:, head], 2.0), atol=1e-5)
+    tail = np.setdiff1d(np.arange(30), head)
+    assert not W[tail].any() and not W[:, tail].any()
+    assert model.scores(tail).sum() == 0.0  # a history of tail items only: no evidence
 
 
 def test_an_item_nobody_shares_gets_no_weights_and_fits_still():
     X = sp.lil_matrix((4, 5))
     X[0, 0] = X[0, 1] = X[1, 1] = X[1, 2] = X[2, 4] = 1  # item 3 never seen, item 4 alone
-    for exact in (10, 0):
-        model = ItemItem(l2=1.0, max_exact_items=exact).fit(X.tocsr())
-        W = model.weights_.toarray()
-        assert not W[3].any() and not W[:, 3].any() and not W[4].any() and not W[:, 4].any()
-        assert np.isfinite(W).all()
+    model = ItemItem(l2=1.0).fit(X.tocsr())
+    W = model.weights_.toarray()
+    assert not W[3].any() and not W[:, 3].any() and not W[4].any() and not W[:, 4].any()
+    assert np.isfinite(W).all()
+    np.testing.assert_array_equal(model.items_, [0, 1, 2, 4])  # item 3: no interaction
 
 
 histories = st.lists(st.integers(0, 24), max_size=12)
@@ -175,6 +158,8 @@ def test_unfitted_and_bad_input_errors_say_what_to_do(fitted):
         ItemItem(l2=0).fit(random_interactions())
     with pytest.raises(ValueError, match="max_neighbors"):
         ItemItem(max_neighbors=0).fit(random_interactions())
+    with pytest.raises(ValueError, match="max_items"):
+        ItemItem(max_items=0).fit(random_interactions())
     with pytest.raises(IndexError, match="outside 0..24"):
         fitted.scores([25])
     with pytest.raises(ValueError, match="one per history item"):

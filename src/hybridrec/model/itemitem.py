@@ -4,15 +4,15 @@ Pure math on internal item indices (the factor model's item order); no ids, no I
 Shapes: ``n`` items. ``weights_`` is a CSR ``(n, n)`` float32 matrix whose row ``i``
 holds the weights from item ``i`` (in a user's history) to the items it recommends;
 a user's scores are the sum of the rows of their history, ``x_u @ weights_``, so a
-request costs ``O(len(history) * max_neighbors)`` whatever the catalog's size.
+request reads at most ``len(history) * max_neighbors`` weights whatever the catalog's size.
 
 EASE's column ``j`` is the ridge regression of item ``j``'s interactions on every other
-item's, ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1``. Exactly (``n <=
-max_exact_items``) that needs the dense ``n x n`` Gram matrix; above, each column is
-regressed on its ``neighborhood`` most co-occurring items only (the same regression
-restricted to the items that matter most; when they are all the items, it is EASE).
-Either way each row then keeps its ``max_neighbors`` largest weights in magnitude: an
-item in a history adds to at most ``max_neighbors`` items' scores.
+item's, ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1``: a dense ``m x m`` inverse.
+So the model covers the ``max_items`` items with the most interactions (all of them in a
+smaller catalog): fitting holds one ``m x m`` float32 matrix (400 MB at 10,000 items) and
+costs ``O(m^3)``; the other items have no weights (they score 0, like an item no item
+of the history points to). Each row then keeps its ``max_neighbors`` largest weights in
+magnitude: an item in a history adds to at most ``max_neighbors`` items' scores.
 """
 
 from __future__ import annotations
@@ -86,22 +86,6 @@ def _cap_dense(B: np.ndarray, cap: int) -> sp.csr_matrix:
     return _csr(rows, cols, vals, n)
 
 
-def _cap_sparse(W: sp.csr_matrix, cap: int) -> sp.csr_matrix:
-    """``W`` keeping the ``cap`` largest entries in magnitude of each row."""
-    lengths = np.diff(W.indptr)
-    if lengths.max(initial=0) <= cap:
-        return W
-    row = np.repeat(np.arange(W.shape[0]), lengths)
-    order = np.lexsort((-np.abs(W.data), row))  # by row, the largest first
-    rank = np.arange(W.nnz) - W.indptr[row[order]]
-    keep = np.sort(order[rank < cap])
-    out = sp.csr_matrix(
-        (W.data[keep], W.indices[keep], np.r_[0, np.cumsum(np.minimum(lengths, cap))]),
-        shape=W.shape,
-    )
-    return out
-
-
 def _csr(rows, cols, vals, n) -> sp.csr_matrix:
     out = sp.csr_matrix(
         (
@@ -112,39 +96,6 @@ def _csr(rows, cols, vals, n) -> sp.csr_matrix:
     )
     out.sort_indices()
     return out
-
-
-def _ease_local(X: sp.csr_matrix, l2: float, neighborhood: int, cap: int) -> sp.csr_matrix:
-    """EASE's columns, each regressed on its ``neighborhood`` most co-occurring items,
-    rows capped to ``cap`` weights. Co-occurrences are computed ``_BLOCK`` columns at a
-    time, so memory is ``O(nnz(X) + co-occurrences of one block + n * neighborhood)``."""
-    n = X.shape[1]
-    Xc = sp.csc_matrix(X, dtype=np.float64)
-    XT = sp.csr_matrix(Xc.T)
-    rows, cols, vals = [], [], []
-    for lo in range(0, n, _BLOCK):
-        hi = min(lo + _BLOCK, n)
-        Gb = sp.csc_matrix(XT @ Xc[:, lo:hi])  # (n, hi - lo) co-occurrence counts
-        for j in range(lo, hi):
-            a, b = Gb.indptr[j - lo], Gb.indptr[j - lo + 1]
-            nbr, counts = Gb.indices[a:b], Gb.data[a:b]
-            others = nbr != j
-            nbr, counts = nbr[others], counts[others]
-            if nbr.size == 0:
-                continue  # never co-occurs: no weights
-            if nbr.size > neighborhood:
-                top = np.argpartition(-counts, neighborhood - 1)[:neighborhood]
-                nbr, counts = nbr[top], counts[top]
-            Xn = Xc[:, nbr]
-            A = (Xn.T @ Xn).toarray()
-            A[np.diag_indices_from(A)] += l2
-            w = np.linalg.solve(A, counts)
-            rows.append(nbr)
-            cols.append(np.full(nbr.size, j))
-            vals.append(w)
-    if not rows:
-        return sp.csr_matrix((n, n), dtype=np.float32)
-    return _cap_sparse(_csr(rows, cols, vals, n), cap)
 
 
 def _history_entries(W: sp.csr_matrix, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,39 +114,36 @@ class ItemItem:
     """EASE item-item weights, at most ``max_neighbors`` from each item.
 
     Parameters: ``l2`` (ridge, in interactions: larger for denser data), ``max_neighbors``
-    (weights kept per item: serving memory is about ``8 * n_items * max_neighbors``
-    bytes), ``max_exact_items`` (largest catalog fitted exactly: the exact fit holds a
-    dense ``n x n`` float32 matrix, 400 MB at 10,000 items), ``neighborhood`` (items each
-    column is regressed on above that size).
+    (weights kept per item: serving memory is about ``8 * m * max_neighbors`` bytes plus
+    ``8 * n``), ``max_items`` (``m``, the most interacted items the model covers).
     """
 
-    def __init__(
-        self,
-        l2: float = 250.0,
-        max_neighbors: int = 200,
-        *,
-        max_exact_items: int = 10_000,
-        neighborhood: int = 500,
-    ):
+    def __init__(self, l2: float = 250.0, max_neighbors: int = 200, max_items: int = 10_000):
         self.l2 = l2
         self.max_neighbors = max_neighbors
-        self.max_exact_items = max_exact_items
-        self.neighborhood = neighborhood
+        self.max_items = max_items
 
     def fit(self, interactions: sp.spmatrix) -> ItemItem:
         """Fit on ``interactions`` ``(n_users, n_items)``: any nonzero entry is one
         interaction (weights are ignored). Returns ``self``."""
         if self.l2 <= 0:
             raise ValueError(f"l2 must be positive, got {self.l2}")
-        if self.max_neighbors < 1:
-            raise ValueError(f"max_neighbors must be at least 1, got {self.max_neighbors}")
+        for name in ("max_neighbors", "max_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         X = _binary(interactions)
         n = X.shape[1]
-        self.exact_ = n <= self.max_exact_items
-        if self.exact_:
-            self.weights_ = _cap_dense(_ease_dense(X, self.l2), self.max_neighbors)
+        counts = np.diff(sp.csc_matrix(X).indptr)
+        seen = np.flatnonzero(counts)
+        if seen.size > self.max_items:  # the most interacted, ties by index
+            seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[: self.max_items]])
+        self.items_ = seen
+        if seen.size == 0:
+            self.weights_ = sp.csr_matrix((n, n), dtype=np.float32)
         else:
-            self.weights_ = _ease_local(X, self.l2, self.neighborhood, self.max_neighbors)
+            W = _cap_dense(_ease_dense(sp.csr_matrix(X[:, seen]), self.l2), self.max_neighbors)
+            W = W.tocoo()
+            self.weights_ = _csr([seen[W.row]], [seen[W.col]], [W.data], n)
         self.n_items_ = n
         return self
 
@@ -209,7 +157,9 @@ class ItemItem:
         W.sort_indices()
         model.weights_ = W
         model.n_items_ = W.shape[0]
-        model.exact_ = None
+        model.items_ = np.flatnonzero(
+            np.diff(W.indptr) | np.bincount(W.indices, minlength=W.shape[1])
+        )
         return model
 
     def _entries(self, history, weights=None) -> tuple[np.ndarray, np.ndarray]:
