@@ -1,10 +1,11 @@
 """Item-item model: EASE (Steck, 2019), each item recommending at most ``max_neighbors``.
 
 Pure math on internal item indices (the factor model's item order); no ids, no I/O.
-Shapes: ``n`` items. ``weights_`` is a CSR ``(n, n)`` float32 matrix whose row ``i``
-holds the weights from item ``i`` (in a user's history) to the items it recommends;
-a user's scores are the sum of the rows of their history, ``x_u @ weights_``, so a
-request reads at most ``len(history) * max_neighbors`` weights whatever the catalog's size.
+Shapes: ``n`` items, ``m`` of them covered. ``weights_`` is a CSR ``(m, m)`` float32
+matrix whose row ``i`` holds the weights from covered item ``i`` (in a user's history)
+to the covered items it recommends; a user's scores are the sum of the rows of their
+history, so a request reads at most ``len(history) * max_neighbors`` weights and sums
+them into ``m`` scores, whatever the catalog's size.
 
 EASE's column ``j`` is the ridge regression of item ``j``'s interactions on every other
 item's, ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1``: a dense ``m x m`` inverse.
@@ -86,7 +87,7 @@ def _cap_dense(B: np.ndarray, cap: int) -> sp.csr_matrix:
     return _csr(rows, cols, vals, n)
 
 
-def _csr(rows, cols, vals, n) -> sp.csr_matrix:
+def _csr(rows, cols, vals, n: int) -> sp.csr_matrix:
     out = sp.csr_matrix(
         (
             np.concatenate(vals).astype(np.float32),
@@ -98,24 +99,24 @@ def _csr(rows, cols, vals, n) -> sp.csr_matrix:
     return out
 
 
-def _history_entries(W: sp.csr_matrix, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and weights of the rows ``history`` of ``W``, concatenated."""
-    starts, ends = W.indptr[history], W.indptr[history + 1]
-    lengths = ends - starts
+def _history_entries(W: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and weights of ``W``'s ``rows``, concatenated, and their lengths."""
+    starts = W.indptr[rows]
+    lengths = W.indptr[rows + 1] - starts
     total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
     positions = offsets + np.arange(total)
-    return W.indices[positions].astype(np.int64), W.data[positions].astype(np.float64)
+    return positions, lengths
 
 
 class ItemItem:
     """EASE item-item weights, at most ``max_neighbors`` from each item.
 
     Parameters: ``l2`` (ridge, in interactions: larger for denser data), ``max_neighbors``
-    (weights kept per item: serving memory is about ``8 * m * max_neighbors`` bytes plus
-    ``8 * n``), ``max_items`` (``m``, the most interacted items the model covers).
+    (weights kept per item), ``max_items`` (``m``, the most interacted items the model
+    covers). Learned: ``items_`` ``(m,)`` the covered items (sorted indices),
+    ``weights_`` CSR ``(m, m)`` float32 between them (in ``items_`` order), ``n_items_``.
+    Serving memory: about ``8 * m * max_neighbors + 4 * n_items`` bytes.
     """
 
     def __init__(self, l2: float = 250.0, max_neighbors: int = 200, max_items: int = 10_000):
@@ -132,114 +133,120 @@ class ItemItem:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         X = _binary(interactions)
-        n = X.shape[1]
         counts = np.diff(sp.csc_matrix(X).indptr)
-        seen = np.flatnonzero(counts)
-        if seen.size > self.max_items:  # the most interacted, ties by index
-            seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[: self.max_items]])
-        self.items_ = seen
-        if seen.size == 0:
-            self.weights_ = sp.csr_matrix((n, n), dtype=np.float32)
+        items = np.flatnonzero(counts)
+        if items.size > self.max_items:  # the most interacted, ties by index
+            items = np.sort(items[np.argsort(-counts[items], kind="stable")[: self.max_items]])
+        if items.size:
+            W = _cap_dense(_ease_dense(sp.csr_matrix(X[:, items]), self.l2), self.max_neighbors)
         else:
-            W = _cap_dense(_ease_dense(sp.csr_matrix(X[:, seen]), self.l2), self.max_neighbors)
-            W = W.tocoo()
-            self.weights_ = _csr([seen[W.row]], [seen[W.col]], [W.data], n)
-        self.n_items_ = n
-        return self
+            W = sp.csr_matrix((0, 0), dtype=np.float32)
+        return self._set(W, items, X.shape[1])
 
     @classmethod
-    def from_weights(cls, weights: sp.spmatrix, **params) -> ItemItem:
-        """A fitted model from stored ``weights_`` (e.g. an artifact's CSR arrays)."""
-        model = cls(**params)
+    def from_arrays(
+        cls, weights: sp.spmatrix, items: np.ndarray, n_items: int, **params
+    ) -> ItemItem:
+        """A fitted model from stored ``weights_``, ``items_`` and ``n_items_`` (e.g. an
+        artifact's CSR arrays)."""
+        items = np.asarray(items, dtype=np.int64).ravel()
         W = sp.csr_matrix(weights, dtype=np.float32)
-        if W.shape[0] != W.shape[1]:
-            raise ValueError(f"item-item weights must be square, got {W.shape}")
-        W.sort_indices()
-        model.weights_ = W
-        model.n_items_ = W.shape[0]
-        model.items_ = np.flatnonzero(
-            np.diff(W.indptr) | np.bincount(W.indices, minlength=W.shape[1])
-        )
-        return model
+        if W.shape != (items.size, items.size):
+            raise ValueError(
+                f"item-item weights must be ({items.size}, {items.size}) for "
+                f"{items.size} items, got {W.shape}"
+            )
+        if items.size and (np.any(np.diff(items) <= 0) or items[0] < 0 or items[-1] >= n_items):
+            raise ValueError(f"items must be increasing indices in 0..{n_items - 1}")
+        return cls(**params)._set(W, items, int(n_items))
 
-    def _entries(self, history, weights=None) -> tuple[np.ndarray, np.ndarray]:
-        """Target item indices and weighted weights of the rows of ``history``."""
+    def _set(self, W: sp.csr_matrix, items: np.ndarray, n_items: int) -> ItemItem:
+        W.sort_indices()
+        self.weights_ = W
+        self.items_ = items
+        self.n_items_ = n_items
+        position = np.full(n_items, -1, dtype=np.int32)
+        position[items] = np.arange(items.size, dtype=np.int32)
+        self._position = position  # item index -> row of weights_, -1 outside
+        return self
+
+    def _head_scores(self, history, weights=None) -> np.ndarray:
+        """``(m,)`` float64 scores of the covered items for ``history``."""
         if getattr(self, "weights_", None) is None:
             raise NotFittedError("this item-item model is not fitted yet: call fit()")
         h = np.asarray(history, dtype=np.int64).ravel()
-        if weights is None:
-            h, w = np.unique(h), None
-        else:
+        if h.size and (h.min() < 0 or h.max() >= self.n_items_):
+            raise IndexError(f"history holds item indices outside 0..{self.n_items_ - 1}")
+        if weights is not None:
             w = np.asarray(weights, dtype=np.float64).ravel()
             if w.shape != h.shape or not np.isfinite(w).all():
                 raise ValueError("weights must be finite, one per history item")
-            order = np.lexsort((-w, h))  # by item, the largest weight first
-            h, w = h[order], w[order]
-            first = np.r_[True, h[1:] != h[:-1]] if h.size else np.zeros(0, bool)
-            h, w = h[first], w[first]
-        if h.size and (h[0] < 0 or h[-1] >= self.n_items_):
-            raise IndexError(f"history holds item indices outside 0..{self.n_items_ - 1}")
-        cols, vals = _history_entries(self.weights_, h)
-        if w is not None:
-            lengths = self.weights_.indptr[h + 1] - self.weights_.indptr[h]
-            vals = vals * np.repeat(w, lengths)
-        return cols, vals
+        rows = self._position[h]
+        covered = rows >= 0
+        rows = rows[covered]
+        m = self.items_.size
+        if weights is None:
+            rows = np.unique(rows)
+            positions, _ = _history_entries(self.weights_, rows)
+            return np.bincount(
+                self.weights_.indices[positions], self.weights_.data[positions], minlength=m
+            )
+        w = w[covered]
+        order = np.lexsort((-w, rows))  # by item, the largest weight first
+        rows, w = rows[order], w[order]
+        first = np.r_[True, rows[1:] != rows[:-1]] if rows.size else np.zeros(0, bool)
+        rows, w = rows[first], w[first]
+        positions, lengths = _history_entries(self.weights_, rows)
+        vals = self.weights_.data[positions] * np.repeat(w, lengths)
+        return np.bincount(self.weights_.indices[positions], vals, minlength=m)
+
+    def _at(self, head: np.ndarray, items) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64).ravel()
+        inside = (items >= 0) & (items < self.n_items_)
+        rows = np.full(items.size, -1, dtype=np.int64)
+        rows[inside] = self._position[items[inside]]
+        return np.where(rows >= 0, head[np.maximum(rows, 0)], 0.0) if head.size else 0.0 * rows
+
+    def _stats(self, head: np.ndarray) -> ScoreStats:
+        n = self.n_items_  # the items outside the model score 0
+        mean = head.sum() / n
+        var = max(float((head @ head) / n - mean**2), 0.0)
+        return ScoreStats(float(mean), float(np.sqrt(var)))
 
     def scores(self, history, weights=None) -> np.ndarray:
         """``(n_items,)`` float64 scores of every item for a user who interacted with
         the item indices ``history``, each counting ``weights`` (default 1; e.g. more
         for recent interactions). An item repeated in ``history`` counts once, with its
-        largest weight."""
-        cols, vals = self._entries(history, weights)
-        return np.bincount(cols, weights=vals, minlength=self.n_items_)
+        largest weight; an item outside the model adds nothing and scores 0."""
+        head = self._head_scores(history, weights)
+        out = np.zeros(self.n_items_)
+        out[self.items_] = head
+        return out
 
     def score_items(self, history, items, weights=None) -> np.ndarray:
         """Scores ``(len(items),)`` of the item indices ``items`` only; an index outside
         the model (e.g. ``-1`` for an item it never saw) scores 0."""
-        return self._score_items(*self._entries(history, weights), items)
+        return self._at(self._head_scores(history, weights), items)
 
     def stats(self, history, weights=None) -> ScoreStats:
-        """Mean and standard deviation of ``scores(history, weights)`` over all items,
-        in ``O(len(history) * max_neighbors)`` (no ``n``-sized array)."""
-        return self._stats(*self._entries(history, weights))
+        """Mean and standard deviation of ``scores(history, weights)`` over all
+        ``n_items_`` items, in ``O(len(history) * max_neighbors + m)``."""
+        return self._stats(self._head_scores(history, weights))
 
     def score_items_and_stats(self, history, items, weights=None) -> tuple[np.ndarray, ScoreStats]:
         """``(score_items(...), stats(...))`` reading the history's weights once."""
-        cols, vals = self._entries(history, weights)
-        return self._score_items(cols, vals, items), self._stats(cols, vals)
-
-    @staticmethod
-    def _score_items(cols: np.ndarray, vals: np.ndarray, items) -> np.ndarray:
-        items = np.asarray(items, dtype=np.int64).ravel()
-        if items.size == 0:
-            return np.zeros(0)
-        order = np.argsort(items, kind="stable")
-        sorted_items = items[order]
-        pos = np.searchsorted(sorted_items, cols)
-        hit = pos < items.size
-        hit[hit] = sorted_items[pos[hit]] == cols[hit]
-        summed = np.bincount(pos[hit], weights=vals[hit], minlength=items.size)
-        # equal indices in ``items`` share the first slot of their run: spread it
-        first = np.searchsorted(sorted_items, sorted_items)
-        out = np.empty(items.size)
-        out[order] = summed[first]
-        return out
-
-    def _stats(self, cols: np.ndarray, vals: np.ndarray) -> ScoreStats:
-        if cols.size == 0:
-            return ScoreStats(0.0, 0.0)
-        n = self.n_items_
-        if cols.size * 8 >= n:  # a dense sum is cheaper than sorting
-            per_item = np.bincount(cols, weights=vals, minlength=n)
-        else:
-            _, inverse = np.unique(cols, return_inverse=True)
-            per_item = np.bincount(inverse, weights=vals)
-        mean = per_item.sum() / n
-        var = max(float((per_item**2).sum() / n - mean**2), 0.0)
-        return ScoreStats(float(mean), float(np.sqrt(var)))
+        head = self._head_scores(history, weights)
+        return self._at(head, items), self._stats(head)
 
     @property
     def nbytes(self) -> int:
-        """Memory of the stored weights (data, indices, indptr) in bytes."""
+        """Memory of the learned arrays (weights' data, indices, indptr; items; the
+        position map) in bytes."""
         W = self.weights_
-        return W.data.nbytes + W.indices.nbytes + W.indptr.nbytes
+        return (
+            W.data.nbytes
+            + W.indices.nbytes
+            + W.indptr.nbytes
+            + self.items_.nbytes
+            + (self._position.nbytes)
+        )
