@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from hybridrec.io import read_features, read_interactions, write_features, write_interactions
+from hybridrec.io import (
+    read_features,
+    read_interactions,
+    read_metadata,
+    write_features,
+    write_interactions,
+    write_metadata,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "src" / "hybridrec" / "sample"
@@ -99,6 +106,12 @@ def make_user_features(ratings: pd.DataFrame, movies: pd.DataFrame) -> pd.DataFr
     )
 
 
+def make_item_metadata(movies: pd.DataFrame) -> pd.DataFrame:
+    """Every movie's title (with its year, as MovieLens writes it), in movieId order."""
+    titles = movies.assign(movie=movies["movieId"].astype(int)).sort_values("movie")
+    return pd.DataFrame({"id": titles["movieId"], "title": titles["title"].str.strip()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", default="ml-latest-small", type=Path)
@@ -113,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     write_interactions(make_interactions(ratings), args.out / "interactions.csv")
     write_features(make_item_features(movies, tags), args.out / "item_features.csv")
     write_features(make_user_features(ratings, movies), args.out / "user_features.csv")
+    write_metadata(make_item_metadata(movies), args.out / "item_metadata.csv")
     # The MovieLens license asks that its README travels with (transformed) data.
     shutil.copyfile(args.source / "README.txt", args.out / "README.txt")
 
     interactions = read_interactions(args.out / "interactions.csv")
     items = read_features(args.out / "item_features.csv")
     users = read_features(args.out / "user_features.csv")
+    titles = read_metadata(args.out / "item_metadata.csv")
     featureless = sorted(set(movies["movieId"]) - set(items["id"]), key=int)
     print(f"interactions: {len(interactions)} rows, {interactions['user_id'].nunique()} users,")
     print(f"  {interactions['item_id'].nunique()} items")
@@ -126,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {items['feature'].nunique()} distinct features")
     print(f"  movies without any feature (not in the file): {len(featureless)}")
     print(f"user features: {len(users)} rows, {users['id'].nunique()} users")
+    print(f"item metadata: {len(titles)} titles")
     print(f"written to {args.out}")
     return 0
 

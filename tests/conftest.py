@@ -348,3 +348,33 @@ def shared_serving_world(redis_server, serving_model, tmp_path_factory):
 def serving_api(serving_world):
     """A Flask test client of an app serving ``serving_world`` (model loaded)."""
     return serving_world.app().test_client()
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def cli_for(settings: Settings):
+    """``run(*args, code=0)``: invoke ``hybridrec`` (click's runner) on ``settings``' Redis,
+    key prefix and model store; assert the exit code; return the output."""
+    from click.testing import CliRunner
+
+    from hybridrec.cli import main
+
+    def run(*args: str, code: int = 0) -> str:
+        env = {
+            "HYBRIDREC_KEY_PREFIX": settings.key_prefix,
+            "HYBRIDREC_REDIS_URL": settings.redis_url,
+        }
+        result = CliRunner().invoke(
+            main, ["--model-store", settings.model_store, *args], env=env, catch_exceptions=False
+        )
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return run
+
+
+@pytest.fixture
+def cli(settings):
+    """:func:`cli_for` the test's ``settings``."""
+    return cli_for(settings)

@@ -160,6 +160,32 @@ def test_features_crud_and_similar(serving_world):
     assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
 
 
+def test_regression_a_put_says_how_many_feature_names_the_model_does_not_know(serving_world):
+    # Regression: an item PUT of features all unknown to the model was a silent 200, and
+    # /similar then called it "without features in the store" (issue 10 item 8)
+    api = serving_world.app().test_client()
+    put = api.put("/v1/items/odd/features", json={"features": {"nope:1": 1, "nope:2": 1}})
+    assert put.status_code == 200
+    assert put.json == {"item_id": "odd", "features": {"nope:1": 1.0, "nope:2": 1.0},
+                        "unknown_features": 2}  # fmt: skip
+    known = serving_world.model.item_space_.vocabulary.external[0]
+    mixed = api.put("/v1/items/half/features", json={"features": {known: 1, "nope:1": 1}})
+    assert mixed.json["unknown_features"] == 1
+    known = serving_world.model.user_space_.vocabulary.external[0]
+    user = api.put("/v1/users/newbie/features", json={"features": {known: 1, "zz": 1}})
+    assert user.json["unknown_features"] == 1
+    similar = api.get("/v1/items/odd/similar")
+    error = similar.json["error"]
+    assert similar.status_code == 404 and error["code"] == "unscorable"
+    assert "has 2 features in the store" in error["message"]
+    assert f"model {serving_world.version} knows none of them" in error["message"]
+    assert "without features" not in error["message"]
+    assert api.get("/v1/items/half/similar").status_code == 200
+    api.delete("/v1/items/odd/features")
+    gone = api.get("/v1/items/odd/similar").json["error"]
+    assert gone["code"] == "not_found" and "no features in the store" in gone["message"]
+
+
 def test_model_health_and_metrics(serving_world):
     api = serving_world.app().test_client()
     assert api.get("/healthz").json == {"status": "ok"}

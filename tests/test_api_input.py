@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LONG = "x" * 257
+W = 1e39  # finite in float64, infinite in float32
 
 
 def _refused(response, status: int, code: str | None = None) -> dict:
@@ -133,11 +136,28 @@ def test_malformed_json_is_refused(api, data):
         {"items": "i1"},
         {"items": [1, 2]},
         {"user_id": 7},
-        {"user_id": "\ud800"},
+        {"exclude": {}},  # Regression: accepted as an empty list (issue 9 item 7)
+        {"exclude": None},
+        {"k": 10.5},
+        {"exact": "true"},
     ],
 )
 def test_recommendation_bodies_that_break_a_rule(api, body):
     _refused(api.post("/v1/recommendations", json=body), 422, "invalid_body")
+
+
+def test_a_lone_surrogate_is_not_json(api):
+    # '\ud800' without its pair is no Unicode character: the JSON text is invalid
+    error = _refused(api.post("/v1/recommendations", json={"user_id": "\ud800"}), 400)
+    assert error["code"] == "invalid_json" and "surrogate" in error["message"]
+
+
+def test_whole_numbers_written_as_floats_are_integers(api):
+    # JSON (and the document's schema) do not tell 10 from 10.0
+    response = api.post("/v1/recommendations", json={"user_id": "u0", "k": 3.0})
+    assert response.status_code == 200 and len(response.json["items"]) == 3
+    body = {"interactions": [{"user_id": "f1", "item_id": "i1", "timestamp": 1.7e9}]}
+    assert api.post("/v1/interactions", json=body).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -151,6 +171,12 @@ def test_recommendation_bodies_that_break_a_rule(api, body):
         {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": "yesterday"}]},
         {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": 2**63}]},
         {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": True}]},
+        # Regression: null meant "now", and +/-2^63 were accepted (issue 9 item 7)
+        {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": None}]},
+        {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": 2**63 - 1}]},
+        {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": -(2**63)}]},
+        {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": "2024-01-02T03:04:05"}]},
+        {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": 1.5}]},
         {"interactions": ["u,i"]},
         {"events": []},
     ],
@@ -172,10 +198,75 @@ def test_interaction_timestamps_accept_unix_seconds_and_iso(serving_world, api):
 
 
 @pytest.mark.parametrize(
-    "query", ["exclude_seen=maybe", "exclude_seen=", "exclude=" + ",".join(["a"] * 10_001)]
+    "query",
+    [
+        "exclude_seen=maybe",
+        "exclude_seen=",
+        "exclude=" + ",".join(["a"] * 10_001),
+        "exact=sure",
+        "exlude_seen=false",  # misspelt: refused, never silently ignored
+    ],
 )
 def test_query_flags_and_lists(api, query):
     _refused(api.get(f"/v1/users/u0/recommendations?{query}"), 400, "invalid_parameter")
+
+
+def test_query_flags_accept_true_false_1_0(api):
+    for query in ("exclude_seen=FALSE&exact=1", "exclude_seen=0&exact=true", "exclude=a,,b"):
+        response = api.get(f"/v1/users/u0/recommendations?{query}")
+        assert response.status_code == 200, (query, response.json)
+        assert response.json["retrieval"] == "exact"
+
+
+@pytest.mark.parametrize(
+    "method, path, body, field, allowed",
+    [
+        ("post", "/v1/recommendations", {"k": 1001}, "k", "an integer within 1..1000"),
+        ("post", "/v1/recommendations", {"items": ["ok", 3]}, "items[1]", "1..256 characters"),
+        ("post", "/v1/recommendations", {"user": "u0"}, "'user'", "allowed: user_id, features"),
+        (
+            "post",
+            "/v1/interactions",
+            {"interactions": [{"user_id": "u", "item_id": "i", "timestamp": None}]},
+            "interactions[0].timestamp",
+            "unix seconds within -62135596800..253402300799",
+        ),
+        (
+            "put",
+            "/v1/items/i3/features",
+            {"features": {"genre:1": 1, "genre:2": -1}},
+            'features["genre:2"]',
+            "a number within 0..3.4028235e+38",
+        ),
+        ("put", "/v1/items/i3/features", {}, "'features'", "an object of feature name"),
+    ],
+)
+def test_messages_name_the_field_and_what_it_allows(api, method, path, body, field, allowed):
+    message = _refused(getattr(api, method)(path, json=body), 422, "invalid_body")["message"]
+    assert field in message and allowed in message, message
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "/v1/interactions", {"interactions": [{"user_id": "u", "item_id": "i",
+                                                        "weight": W}]}),
+        ("put", "/v1/items/i3/features", {"features": {"genre:1": W}}),
+        ("put", "/v1/users/u3/features", {"features": {"genre:1": W}}),
+        ("post", "/v1/recommendations", {"features": {"genre:1": W}}),
+    ],
+)  # fmt: skip
+def test_regression_weights_not_finite_in_float32_are_refused(api, method, path, body):
+    # Regression: "weight": 1e39 was accepted (202) and then every training failed with
+    # "Not all input values are finite" (issue 9 item 1, API side)
+    response = getattr(api, method)(path, json=body)
+    message = _refused(response, 422, "invalid_body")["message"]
+    assert "within 0..3.4028235e+38" in message and "1e+39" in message
+
+
+def test_the_largest_float32_weight_is_accepted(api):
+    body = {"interactions": [{"user_id": "w", "item_id": "i1", "weight": 3.4028234663852886e38}]}
+    assert api.post("/v1/interactions", json=body).status_code == 202
 
 
 def test_unknown_routes_and_methods(api):
@@ -237,10 +328,64 @@ class TestToken:
         api = token_api
         assert api.get("/v1/users/u0/recommendations").status_code == 200
         assert api.post("/v1/recommendations", json={"user_id": "u0"}).status_code == 200
-        assert api.get("/v1/users/u0/features").status_code == 200
+        assert api.get("/v1/items/i0/features").status_code == 200  # item features: public
+        assert api.get("/v1/items/i0/similar").status_code == 200
         assert api.get("/v1/model").status_code == 200
+
+    def test_regression_a_users_features_need_the_token(self, token_api):
+        # Regression: anyone could read a user's features with a token set (issue 9 item 8)
+        _refused(token_api.get("/v1/users/u0/features"), 401, "unauthorized")
+        headers = {"Authorization": f"Bearer {self.TOKEN}"}
+        response = token_api.get("/v1/users/u0/features", headers=headers)
+        assert response.status_code == 200 and response.json["user_id"] == "u0"
 
     def test_the_token_is_checked_before_the_body(self, token_api):
         api = token_api
         response = api.put("/v1/items/i5/features", data="not json", content_type="text/plain")
         _refused(response, 401)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_FIELDS = ["user_id", "features", "k", "exclude", "exclude_seen", "exact", "items",
+           "interactions", "item_id", "weight", "timestamp", "genre:1", ""]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(_FIELDS),
+        _JSON | st.lists(st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=4), max_size=2),
+        max_size=4,
+    )
+)
+def test_any_json_body_is_accepted_or_refused_with_a_one_line_message(body):
+    from hybridrec.serving import validation as v
+
+    data = json.dumps(body).encode()
+    for tp in (v.declarations(1000).RecommendationRequest, v.InteractionsBody, v.FeaturesBody):
+        try:
+            v.decode_body(tp, "application/json", data, 1 << 20)
+        except v.ApiError as exc:
+            assert exc.status in (400, 422) and exc.message and "\n" not in exc.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=st.dictionaries(st.sampled_from(["k", "exclude", "exclude_seen", "exact", "force",
+                                              "x"]), st.text(max_size=12), max_size=4),
+       path=st.text(max_size=300))  # fmt: skip
+def test_any_query_string_is_accepted_or_refused_with_a_400(query, path):
+    from hybridrec.serving import validation as v
+
+    d = v.declarations(1000)
+    for tp, names in ((d.UserRecommendationParams, {"user_id": path}),
+                      (d.SimilarParams, {"item_id": path}), (v.ReloadParams, {})):  # fmt: skip
+        try:
+            v.decode_params(tp, names, query)
+        except v.ApiError as exc:
+            assert exc.status == 400 and exc.message and "\n" not in exc.message

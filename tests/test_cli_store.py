@@ -67,6 +67,30 @@ def test_a_bad_feature_file_changes_nothing(run, store, tmp_path):
     assert "file not found" in line
 
 
+def test_regression_a_weight_infinite_in_float32_is_refused_with_its_row(run, store, tmp_path):
+    """Regression (issue 9, item 1): ``interactions load`` accepted ``1,1,1e39`` (infinite
+    in float32) and every later training failed; ``features load`` likewise."""
+    path = tmp_path / "inter.csv"
+    path.write_text("user_id,item_id,weight\n1,2,1\n1,1,1e39\n")
+    line = one_error_line(run("interactions", "load", str(path)))
+    assert "data row 2 (line 3 of the file): weight '1e39' is above 3.4028235e+38" in line
+    assert "<= 3.4028235e+38" in line and store.log_length() == 0
+    path = tmp_path / "items.csv"
+    path.write_text("id,feature,weight\ni1,a,1\ni1,b,1e39\n")
+    line = one_error_line(run("features", "load", "items", str(path)))
+    assert "data row 2 (line 3 of the file): weight '1e39' is above" in line
+    assert store.count("items") == 0
+
+
+def test_a_row_with_extra_fields_is_refused_not_truncated(run, store, tmp_path):
+    """Issue 10 item 6: ``ni4,tag:rock,1,2,3`` loaded as ``tag:rock=1`` with exit 0."""
+    path = tmp_path / "items.csv"
+    path.write_text("id,feature,weight\nni1,tag:pop,1\nni4,tag:rock,1,2,3\n")
+    line = one_error_line(run("features", "load", "items", str(path)))
+    assert "data row 2 (line 3 of the file): has 5 fields but the header has 3" in line
+    assert store.count("items") == 0
+
+
 def test_load_interactions(run, store, tmp_path):
     path = tmp_path / "inter.csv"
     path.write_text("user_id,item_id,weight,timestamp\nu1,i1,1,100\nu1,i2,1,101\nu2,i1,2,102\n")
@@ -107,7 +131,7 @@ def test_models_list_promote_rollback(run, settings, redis_client):
     models.write(model, version="v4")  # an artifact the registry never recorded
 
     out = run("models", "list").output.splitlines()
-    assert out[0].split() == ["VERSION", "STATUS", "CREATED", "METRICS"]
+    assert out[0].split() == ["VERSION", "STATUS", "CREATED", "METRICS", "(HOLDOUT)"]
     assert out[2].startswith("* v2") and "p@10=0.2500 ndcg=0.5000 auc=0.9000" in out[2]
     assert "refused" in out[3] and out[4].split()[:2] == ["v4", "unregistered"]
 

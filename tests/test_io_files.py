@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hybridrec.errors import HybridrecError
 from hybridrec.io import (
     MAX_ID_LENGTH,
+    MAX_WEIGHT,
     InputError,
     read_features,
     read_interactions,
@@ -257,6 +258,8 @@ def test_too_long_id(tmp_path):
         ("1e400", "weight '1e400' is infinite"),
         ("-1", "weight '-1' is negative"),
         ("-0.5", "weight '-0.5' is negative"),
+        ("1e39", "weight '1e39' is above 3.4028235e+38, infinite in float32"),
+        ("3.5e38", "weight '3.5e38' is above 3.4028235e+38, infinite in float32"),
         ("abc", "weight 'abc' is not a number"),
         ("1,5", "weight '1,5' is not a number"),
         ("", "weight is empty"),
@@ -267,7 +270,29 @@ def test_bad_weights_name_the_first_offending_row(tmp_path, value, problem):
     path = write_text(tmp_path, HEADER + f"u,a,1,1\nu,b,{value},2\nu,c,{value},3\n")
     message = refusal(read_interactions, path)
     assert f"data row 2 (line 3 of the file): {problem} (1 more row like it)" in message
-    assert "finite numbers >= 0" in message
+    assert "finite numbers >= 0 and <= 3.4028235e+38" in message
+
+
+def test_regression_a_weight_infinite_in_float32_is_refused_in_every_format(tmp_path):
+    """Regression (issue 9, item 1): ``1,1,1e39`` (finite in float64, infinite in the
+    float32 the model trains in) was accepted, and every later training failed."""
+    csv = write_text(tmp_path, "user_id,item_id,weight\n1,1,1\n1,2,1e39\n")
+    assert "data row 2 (line 3 of the file): weight '1e39' is above" in refusal(
+        read_interactions, csv
+    )
+    parquet = tmp_path / "features.parquet"
+    pq.write_table(
+        pa.table({"id": ["m", "m"], "feature": ["a", "b"], "weight": [1.0, -1e39]}), parquet
+    )
+    assert "data row 2: weight -1e+39 is negative" in refusal(read_features, parquet)
+    pq.write_table(
+        pa.table({"id": ["m", "m"], "feature": ["a", "b"], "weight": [1.0, 1e39]}), parquet
+    )
+    assert "data row 2: weight 1e+39 is above 3.4028235e+38" in refusal(read_features, parquet)
+    largest = write_text(tmp_path, f"id,feature,weight\nm,a,{MAX_WEIGHT!r}\n")
+    assert read_features(largest)["weight"].tolist() == [MAX_WEIGHT]
+    twice = write_text(tmp_path, "id,feature,weight\nm,a,2e38\nm,a,2e38\n")
+    assert "add up to infinity (above 3.4028235e+38" in refusal(read_features, twice)
 
 
 def test_bad_feature_weight(tmp_path):
@@ -320,9 +345,47 @@ def test_corrupt_gzip(tmp_path):
 
 
 def test_malformed_csv(tmp_path):
-    path = write_text(tmp_path, 'user_id,item_id\nu,i\nv,j,k,l,m\n"unclosed,x\n')
+    path = write_text(tmp_path, 'user_id,item_id\nu,i\n"unclosed,x\nv,j,k,l,m\n')
     message = refusal(read_interactions, path)
     assert "not a well-formed CSV file" in message
+
+
+def test_rows_with_more_fields_than_the_header_are_refused(tmp_path):
+    """Issue 10 item 6: ``ni4,tag:rock,1,2,3`` was loaded as ``tag:rock=1``, exit 0."""
+    path = write_text(tmp_path, "id,feature,weight\nni1,tag:pop,1\nni4,tag:rock,1,2,3\n")
+    with pytest.raises(InputError) as info:
+        read_features(path)
+    assert (info.value.row, info.value.line) == (2, 3)
+    assert "has 5 fields but the header has 3 (id, feature, weight)" in str(info.value)
+    # one field too many, in a file with no weight column, after a blank line
+    path = write_text(tmp_path, "user_id,item_id\nu,i\n\nv,j,2\n", "two.csv")
+    with pytest.raises(InputError) as info:
+        read_interactions(path)
+    assert (info.value.row, info.value.line) == (2, 4)
+    # a trailing comma is a field too
+    path = write_text(tmp_path, "id,feature\na,x,\n", "three.csv")
+    assert "has 3 fields but the header has 2" in refusal(read_features, path)
+    # commas inside quotes are not extra fields
+    path = write_text(tmp_path, 'id,feature\na,"x,y"\n', "four.csv")
+    assert read_features(path)["feature"].tolist() == ["x,y"]
+
+
+@given(
+    n_rows=st.integers(1, 6),
+    bad=st.data(),
+    extra=st.lists(st.sampled_from(["", "1", "x", "2.5"]), min_size=1, max_size=3),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_row_longer_than_the_header_is_named(tmp_path, n_rows, bad, extra):
+    index = bad.draw(st.integers(0, n_rows - 1))
+    rows = [f"u{n},i{n},1" + ("," + ",".join(extra) if n == index else "") for n in range(n_rows)]
+    path = write_text(tmp_path, "user_id,item_id,weight\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError) as info:
+        read_interactions(path)
+    assert (info.value.row, info.value.line) == (index + 1, index + 2)
+    assert f"has {3 + len(extra)} fields but the header has 3" in str(info.value)
 
 
 def test_nul_character(tmp_path):
@@ -386,7 +449,7 @@ def test_parquet_integer_ids_and_timestamp_types(tmp_path):
 
 def test_duplicate_weights_adding_up_to_infinity(tmp_path):
     message = refusal(
-        read_features, write_text(tmp_path, "id,feature,weight\nm,a,1e308\nm,a,1e308\n")
+        read_features, write_text(tmp_path, "id,feature,weight\nm,a,3e38\nm,a,3e38\n")
     )
     assert "add up to infinity" in message
     assert "'m'" in message
@@ -456,7 +519,7 @@ ids = st.text(
     min_size=1,
     max_size=20,
 ).filter(lambda s: s.strip() != "")
-weights = st.floats(min_value=0, allow_nan=False, allow_infinity=False, width=64)
+weights = st.floats(min_value=0, max_value=MAX_WEIGHT, allow_nan=False, width=64)
 timestamps = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 

@@ -65,3 +65,13 @@ def test_catalog_includes_items_nobody_interacted_with(sample):
     rated = set(sample.interactions["item_id"])
     catalog = set(sample.item_features["id"])
     assert catalog - rated  # movies known only by their features
+
+
+def test_sample_carries_the_movie_titles(sample):
+    """Issue 10 item 12: nobody could tell whether a list made sense without titles."""
+    titles = dict(zip(sample.item_metadata["id"], sample.item_metadata["title"]))
+    assert list(sample.item_metadata.columns) == ["id", "title"]
+    assert titles["1"] == "Toy Story (1995)"
+    assert titles["11"] == "American President, The (1995)"  # quoted in the CSV
+    assert set(sample.interactions["item_id"]) <= set(titles)
+    assert set(sample.item_features["id"]) <= set(titles)

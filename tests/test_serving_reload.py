@@ -193,6 +193,42 @@ def test_a_failed_load_keeps_the_old_snapshot_and_counts(serving_world, caplog):
     _wait(lambda: api.get("/v1/model").get_json()["model_version"] == good, 5, "reload")
 
 
+def test_regression_a_corrupt_current_version_at_start_serves_the_newest_healthy_one(
+    serving_world, caplog
+):
+    """Regression (issue 9, item 5): a worker starting while the current version failed
+    verification answered 503 to everything although healthy versions existed."""
+    world = serving_world
+    older = world.publish(world.model)
+    newest_good = world.publish(world.model)
+    refused = world.publish(world.model)
+    world.registry.record(refused, {"status": "refused"})  # published, then an operator's call
+    bad = world.publish(world.model)
+    npz = Path(world.model_store.path(bad)) / "model.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, wrong checksum
+    npz.write_bytes(bytes(data))
+    assert world.registry.current() == bad and older != newest_good
+    with caplog.at_level(logging.INFO, logger="hybridrec.serving"):
+        api = world.app().test_client()
+    # the newest published version that loads; the refused one is skipped
+    assert api.get("/v1/users/u0/recommendations").get_json()["model_version"] == newest_good
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["model_version"] == newest_good
+    fallback = ready.get_json()["fallback"]
+    assert fallback["registry_version"] == bad and "ArtifactError" in fallback["reason"]
+    assert api.get("/v1/model").get_json()["fallback"] == fallback
+    assert "hybridrec_model_fallback 1.0" in api.get("/metrics").data.decode()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "hybridrec.serving"]
+    events = [line for line in lines if line["event"] == "model_fallback"]
+    assert events[-1]["registry_version"] == bad and events[-1]["serving"] == newest_good
+    # it keeps watching the registry: a good publish ends the fallback
+    good = world.publish(world.model)
+    _wait(lambda: api.get("/readyz").get_json()["model_version"] == good, 5, "reload")
+    assert api.get("/readyz").get_json()["fallback"] is None
+    assert "hybridrec_model_fallback 0.0" in api.get("/metrics").data.decode()
+
+
 def test_no_model_published_is_503_until_one_is(serving_world):
     world = serving_world
     from hybridrec.modelstore.registry import Registry
@@ -371,3 +407,63 @@ def test_regression_deleted_model_item_stays_deleted_after_the_feed_is_trimmed(s
     assert "i0" not in store.deleted_item_ids()
     fresh = world.app().test_client()
     assert fresh.get("/v1/items/i0/similar?k=3").status_code == 200
+
+
+def test_a_worker_reconciles_with_a_store_changed_behind_its_back(serving_world):
+    """Item 2 of issue 9: whatever makes a worker diverge from the store (here item keys
+    written without their feed entries, as a lost feed or a restored backup would), the
+    periodic check finds it and the worker heals within seconds."""
+    world = serving_world
+    store = world.feature_store
+    app = world.app()
+    api = app.test_client()
+    assert api.get("/v1/items/i2/similar?k=3").status_code == 200
+    assert "ghost" not in world.model.item_space_.entities
+    r = world.redis
+    r.hdel(store.live_key, "i2")  # gone from the store, no tombstone and no feed entry
+    r.delete(store.key("items", "i2"))
+    r.hset(store.key("items", "ghost"), mapping={"genre:2": 1.0})  # and one appeared
+    r.hset(store.live_key, "ghost", r.incr(store.clock_key))
+    assert store.get_features("items", "i2") is None
+    took = _wait(
+        lambda: (
+            api.get("/v1/items/i2/similar?k=3").status_code == 404
+            and api.get("/v1/items/ghost/similar?k=3").status_code == 200
+        ),
+        5,
+        "reconciliation",
+    )
+    assert took < 3.0
+    text = api.get("/metrics").data.decode()
+    assert 'hybridrec_item_updates_total{op="reconcile"} 2.0' in text
+    # same clock, same catalog size, other features: the digest tells
+    before = app.extensions["hybridrec"].state.snapshot.item_vector("i4")
+    assert store.get_features("items", "i4") != {"genre:2": 1.0}
+    r.delete(store.key("items", "i4"))
+    r.hset(store.key("items", "i4"), mapping={"genre:2": 1.0})
+    r.hset(store.live_key, "i4", r.get(store.clock_key))
+    _wait(
+        lambda: (app.extensions["hybridrec"].state.snapshot.item_vector("i4") != before).any(),
+        5,
+        "reconciliation by digest",
+    )
+
+
+def test_workers_keep_the_tombstones_of_model_items_past_the_cap(serving_world):
+    """Item 9 of issue 9: tombstones are capped, except those of items a served model
+    knows, which workers retire (keep) when they apply the delete or load a model."""
+    world = serving_world
+    store, r = world.feature_store, world.redis
+    api = world.app().test_client()
+    assert (
+        api.put("/v1/items/store-only/features", json={"features": {"genre:2": 1}}).status_code
+        == 200
+    )
+    assert api.delete("/v1/items/store-only/features").status_code == 204
+    assert api.delete("/v1/items/i0/features").status_code == 204
+    _wait(lambda: r.zscore(store.retired_key, "i0") is not None, 5, "retiring i0")
+    assert r.zscore(store.retired_key, "store-only") is None
+    assert r.zscore(store.deleted_key, "store-only") is not None
+    r.zadd(store.deleted_key, {"i5": 1})  # a model item's tombstone no worker retired yet
+    world.app()  # a worker loading the model retires it
+    assert r.zscore(store.retired_key, "i5") is not None

@@ -189,3 +189,52 @@ def _all_workers_serve(base: str, version: str) -> bool:
         requests.get(f"{base}/v1/model", timeout=2).json().get("model_version") for _ in range(10)
     }
     return versions == {version}
+
+
+def test_choose_server_keeps_non_ascii_tokens_working():
+    from hybridrec.config import Settings
+    from hybridrec.errors import HybridrecError
+    from hybridrec.serving.server import choose_server
+
+    assert choose_server(None, Settings()) == "granian"
+    assert choose_server(None, Settings(api_token="ascii-token")) == "granian"
+    assert choose_server("gunicorn", Settings(api_token="ascii")) == "gunicorn"
+    # granian hands the app an empty header for non-ASCII bytes (see the test below)
+    assert choose_server(None, Settings(api_token="Sésame")) == "gunicorn"
+    with pytest.raises(HybridrecError, match="--server gunicorn"):
+        choose_server("granian", Settings(api_token="Sésame"))
+
+
+def _echo_authorization():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain; charset=latin-1")])
+        return [environ.get("HTTP_AUTHORIZATION", "<none>").encode("latin-1")]
+
+    return app
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_which_server_passes_a_non_ascii_header(server, tmp_path):
+    """Why choose_server avoids granian for a non-ASCII token: pinned against the real
+    servers, so that an upgrade that fixes granian shows up here."""
+    port = _free_port()
+    code = (
+        "import sys; from tests.test_serving_server import _echo_authorization; "
+        "from hybridrec.serving.server import run_app; "
+        f"run_app(_echo_authorization, '127.0.0.1', {port}, 1, server={server!r}, threads=1)"
+    )
+    log = open(tmp_path / "echo.log", "wb")
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait(lambda: requests.get(url, timeout=1).ok, 30, "echo server")
+        token = "Bearer Sésame".encode()
+        got = requests.get(url, headers={"Authorization": token}, timeout=5).content
+        ascii_got = requests.get(url, headers={"Authorization": "Bearer x"}, timeout=5).content
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        log.close()
+    assert ascii_got == b"Bearer x"
+    assert got == (b"" if server == "granian" else token)

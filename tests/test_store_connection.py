@@ -6,14 +6,24 @@ import shutil
 import subprocess
 import time
 from dataclasses import replace
+from urllib.parse import quote
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybridrec.config import Settings
 from hybridrec.errors import StoreUnavailable
 from hybridrec.modelstore.registry import Registry
-from hybridrec.store.connection import connect, is_cluster, redact_url, redis_server_binary
+from hybridrec.store.connection import (
+    CONNECT_TIMEOUT,
+    connect,
+    is_cluster,
+    parse_redis_url,
+    redact_url,
+    redis_server_binary,
+)
 from hybridrec.store.features import FeatureStore
 
 from .conftest import DEBIAN_REDIS_SERVER, _free_port, start_redis
@@ -60,8 +70,13 @@ def test_passwords_and_acl_users(secured_server):
     with pytest.raises(StoreUnavailable, match="refused the credentials") as err:
         connect(url_settings(f"redis://:wrong-password@127.0.0.1:{port}/0"))
     assert "wrong-password" not in str(err.value)
-    with pytest.raises(StoreUnavailable):
-        connect(url_settings(f"redis://127.0.0.1:{port}/0"))  # no password at all
+
+
+def test_regression_a_url_without_a_password_is_not_wrong_credentials(secured_server):
+    # Regression: reported as "refused the credentials" (issue 10 item 10)
+    with pytest.raises(StoreUnavailable, match="needs a password and the URL has none") as err:
+        connect(url_settings(f"redis://127.0.0.1:{secured_server.port}/0"))
+    assert "refused the credentials" not in str(err.value) and "%2F" in str(err.value)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +122,15 @@ def test_rediss_url(tls_server):
     assert connect(url_settings(url)).ping()
     with pytest.raises(StoreUnavailable, match="cannot reach"):  # TLS port, plain TCP
         connect(url_settings(f"redis://:tlspass@127.0.0.1:{port}/0"))
+
+
+def test_regression_rediss_on_a_plain_port_fails_within_the_connect_timeout(redis_server):
+    # Regression: the TLS handshake waited for the command timeout, 4 times: 41.5 s
+    # (issue 9 item 9)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="rediss:// needs a TLS port") as err:
+        connect(url_settings(f"rediss://127.0.0.1:{redis_server.port}/0"))
+    assert time.monotonic() - t0 < CONNECT_TIMEOUT + 1.5 and "\n" not in str(err.value)
 
 
 def test_cluster_url(redis_cluster, cluster_client):
@@ -161,6 +185,60 @@ def test_redact_url():
     assert redact_url("unix:///s.sock?db=0&password=pw") == "unix:///s.sock?db=0&password=***"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
     assert "pw" not in redact_url("redis+cluster://u:pw@a:1,b:2")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Sup3r/Secret@127.0.0.1:6379/0",
+        "redis://:Sup3r?Secret@127.0.0.1:6379/0",
+        "redis://:Sup3r#Secret@127.0.0.1:6379/0",
+        "redis://admin:Sup3r/Secret@127.0.0.1:6379/0",
+        "unix://:Sup3r/Secret@/tmp/redis.sock?db=1",
+        "redis+cluster://:Sup3r/Secret@a:7000,b:7001",
+        "redis://127.0.0.1:6379/0?password=Sup3r/Secret",
+        "rediss://127.0.0.1:6379/0?ssl_password=Sup3r/Secret&ssl_ca_certs=/x",
+    ],
+)
+def test_regression_unencoded_passwords_are_redacted_and_refused(url):
+    # Regression: redact_url missed passwords holding an unencoded / ? or # (issue 9 item 3)
+    assert "Secret" not in redact_url(url)
+    if "password=" not in url:  # a query password may hold '/' unencoded
+        with pytest.raises(StoreUnavailable, match="percent-encode") as err:
+            parse_redis_url(url)
+        assert "Secret" not in str(err.value) and "\n" not in str(err.value)
+
+
+_PASSWORDS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    password=_PASSWORDS,
+    user=st.sampled_from(["", "alice"]),
+    scheme=st.sampled_from(
+        [
+            "redis://{auth}127.0.0.1:6379/0",
+            "rediss://{auth}h:1/2?ssl_ca_certs=/c.pem",
+            "unix://{auth}/run/redis.sock?db=3",
+            "redis+cluster://{auth}a:7000,[::1]:7001",
+        ]
+    ),
+)
+def test_no_password_ever_shows(password, user, scheme):
+    secret = "PW" + password
+    raw = scheme.format(auth=f"{user}:{secret}@")
+    assert secret not in redact_url(raw)
+    try:
+        parsed = parse_redis_url(raw)
+    except StoreUnavailable as exc:
+        assert secret not in str(exc)
+    else:
+        assert secret not in parsed.redacted() and secret not in repr(parsed)
+    encoded = scheme.format(auth=f"{user}:{quote(secret, safe='')}@")
+    parsed = parse_redis_url(encoded)  # the encoded form always parses, to the same secret
+    assert parsed.password == secret and (parsed.username or "") == user
+    assert secret not in parsed.redacted() and secret not in redact_url(encoded)
 
 
 def test_regression_url_without_scheme_is_echoed_as_given():

@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from hybridrec.errors import StoreUnavailable
 from hybridrec.io import read_features, read_interactions
-from hybridrec.store.features import RESYNC, FeatureStore
+from hybridrec.store.features import DIGEST_MODULUS, RESYNC, FeatureStore, item_digest
 
 
 @pytest.fixture
@@ -202,21 +202,133 @@ def test_item_changes_feed(store):
     store.put_features("users", "u", {"f": 1.0})  # users are not in the item feed
     store.put_features("items", "i1", {"f": 1.0})
     cursor, changes = store.item_changes_since("0-0")
-    assert changes == [("i1", "put")] and cursor == store.latest_change_cursor()
+    assert changes == [("i1", "put", 1)] and cursor == store.latest_change_cursor()
     store.load_features("items", features_frame([("i2", "f", 1.0), ("i3", "f", 1.0)]))
     store.delete_features("items", "i1")
     store.delete_features("items", "never-there")
     cursor, changes = store.item_changes_since(cursor)
-    assert changes == [("i2", "put"), ("i3", "put"), ("i1", "delete")]
+    assert changes == [("i2", "put", 2), ("i3", "put", 2), ("i1", "delete", 3)]
     assert store.item_changes_since(cursor) == (cursor, [])
 
 
 def test_a_bulk_load_announces_every_item_in_few_feed_entries(store):
     frame = features_frame([(f"i{n}", "f", 1.0) for n in range(5000)])
     store.load_features("items", frame)
-    assert 1 < store.client.xlen(store.changes_key) < 10
+    assert 1 < store.client.xlen(store.changes_key) <= 10
     cursor, changes = store.item_changes_since("0-0")
-    assert changes == [(f"i{n}", "put") for n in range(5000)]
+    assert [change[:2] for change in changes] == [(f"i{n}", "put") for n in range(5000)]
+
+
+def test_item_keys_share_one_slot_whatever_the_id():
+    """Every item write is one script, so every item key must hash to one cluster slot."""
+    fs = FeatureStore(None, prefix="p")
+    keys = [*fs._item_keys, fs.key("items", "a"), fs.key("items", "}{x}"), fs.key("items", "{")]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_item_states_carry_per_item_sequences(store):
+    assert store.item_states(["i"]) == {"i": (0, None)}
+    store.put_features("items", "i", {"f": 1.0})
+    store.put_features("items", "j", {})
+    (s1, f1), (s2, f2) = store.item_states(["i", "j"]).values()
+    assert (f1, f2) == ({"f": 1.0}, {}) and 0 < s1 < s2
+    assert store.delete_features("items", "i")
+    seq, features = store.item_states(["i"])["i"]
+    assert features is None and -seq > s2
+    assert store.get_features("items", "i") is None and store.get_features("items", "j") == {}
+    store.put_features("items", "i", {"g": 2.0}, replace=False)
+    seq, features = store.item_states(["i"])["i"]
+    assert features == {"g": 2.0} and seq == store.item_position()[0]
+    assert store.item_position()[:3] == (seq, 2, store.latest_change_cursor())
+    assert store.deleted_item_ids() == set()
+
+
+@pytest.mark.parametrize("ids", [["a", "b"], ["é/ü\u2603", "x}{y", "1\n2", " "]])
+def test_the_catalog_digest_is_the_sum_a_reader_computes(store, ids):
+    """A worker compares one number with the store to know it applied the same states."""
+    for n, item_id in enumerate(ids * 3):
+        if n % 3 == 2:
+            store.delete_features("items", item_id)
+        else:
+            store.put_features("items", item_id, {"f": float(n)})
+    store.load_features("items", features_frame([(i, "g", 1.0) for i in ids[:1] + ["bulk"]]))
+    live, _ = store.item_sequences()
+    expected = sum(item_digest(i, seq) for i, seq in live.items()) % DIGEST_MODULUS
+    assert store.item_position()[3] == expected and len(live) == store.count("items")
+
+
+def test_regression_put_racing_delete_leaves_state_and_feed_in_one_order(store):
+    """Regression (issue 9, item 2): a PUT and a DELETE of one item took several round
+    trips each, so the feed's last op could contradict the final state."""
+    wrong = []
+    for n in range(60):
+        store.put_features("items", "x", {"f": 1.0})
+        gate = threading.Barrier(2)
+
+        def run(write, gate=gate):
+            gate.wait()
+            write()
+
+        threads = [
+            threading.Thread(target=run, args=(lambda: store.put_features("items", "x", {}),)),
+            threading.Thread(target=run, args=(lambda: store.delete_features("items", "x"),)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        _, feed = store.item_changes_since("0-0")
+        last_id, last_op, last_seq = feed[-1]
+        seq, features = store.item_states(["x"])["x"]
+        live = features is not None
+        if last_id != "x" or (last_op == "put") != live or abs(seq) != last_seq:
+            wrong.append((n, feed[-2:], seq))
+        if live != ("x" in store.catalog_ids()) or live == ("x" in store.deleted_item_ids()):
+            wrong.append((n, "catalog or tombstones disagree", seq))
+    assert wrong == []
+
+
+def test_tombstones_are_capped_except_for_items_a_model_knows(any_redis_client):
+    """Regression (issue 9, item 9): the deleted-items set grew without bound (5,646
+    entries after a churn test). Only items a served model knows need a tombstone past
+    the feed; workers retire those, and the others are capped."""
+    store = FeatureStore(any_redis_client, prefix="hr", tombstones_max=5)
+    store.put_features("items", "model-item", {"f": 1.0})
+    store.delete_features("items", "model-item")
+    assert store.retire_items(["model-item", "never-deleted"]) == 1
+    for n in range(50):
+        store.put_features("items", f"churn{n}", {"f": 1.0})
+        store.delete_features("items", f"churn{n}")
+    kept = store.deleted_item_ids()
+    assert kept == {"model-item"} | {f"churn{n}" for n in range(45, 50)}
+    assert store.item_states(["churn0"])["churn0"] == (0, None)  # forgotten: unknown
+    store.put_features("items", "model-item", {})  # put again: no tombstone any more
+    store.delete_features("items", "churn49")  # not in the catalog: nothing happens
+    assert store.deleted_item_ids() == kept - {"model-item"}
+
+
+def test_items_of_the_earlier_layout_are_moved_once(any_redis_client):
+    """Items written before item writes became scripts (set ``P:items:ids``, hashes
+    ``P:{i:<id>}:f``, set ``P:items:deleted``) are moved, not lost."""
+    r = any_redis_client
+    r.sadd("hr:items:ids", "a", "b", "c")
+    r.hset("hr:{i:a}:f", mapping={"f": "1.5", "g": "2"})
+    r.hset("hr:{i:c}:f", mapping={"h": "1"})
+    r.sadd("hr:items:deleted", "gone", "c")
+    r.xadd("hr:items:changes", {"id": "a", "op": "put"})
+    store = FeatureStore(r, prefix="hr")
+    store.put_features("items", "c", {"new": 1.0})  # written after the upgrade: it wins
+    assert store.get_features("items", "a") == {"f": 1.5, "g": 2.0}
+    assert store.get_features("items", "b") == {}
+    assert store.get_features("items", "c") == {"new": 1.0}
+    assert store.catalog_ids() == ["a", "b", "c"] and store.deleted_item_ids() == {"gone"}
+    assert not any(r.exists(k) for k in ["hr:items:ids", "hr:{i:a}:f", "hr:items:deleted"])
+    assert not r.exists("hr:items:changes")
+    assert [c[:2] for c in store.item_changes_since("0-0")[1]][-1] == ("c", "put")
+    again = FeatureStore(r, prefix="hr")
+    assert again.catalog_ids() == ["a", "b", "c"] and again.count("items") == 3
+    live, _ = again.item_sequences()
+    assert again.item_position()[3] == sum(item_digest(i, s) for i, s in live.items())
 
 
 def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_client):
@@ -226,7 +338,7 @@ def test_item_changes_ask_for_a_resync_after_the_feed_was_trimmed(any_redis_clie
     for n in range(300):  # one feed entry each (a bulk load writes one per chunk)
         store.put_features("items", f"i{n}", {"f": 1.0})
     new_cursor, changes = store.item_changes_since(cursor)
-    assert changes == [("*", RESYNC)]
+    assert changes == [("*", RESYNC, 0)]
     assert new_cursor == store.latest_change_cursor()
     assert store.item_changes_since(new_cursor) == (new_cursor, [])
 
@@ -241,7 +353,7 @@ def test_interactions_log_and_seen_sets(store, tmp_path):
     assert store.add_interactions(frame) == 3
     assert store.log_length() == 3
     assert store.get_seen("u1") == {"i1", "i2"} and store.get_seen("nobody") == set()
-    log = store.read_interactions()
+    log = store.read_interactions().drop(columns=["log_ms", "log_seq"])
     pd.testing.assert_frame_equal(log, frame, check_dtype=False, check_like=True)
     assert log["timestamp"].dtype == np.int64 and log["weight"].dtype == np.float64
     assert store.user_context("u1") == (None, {"i1", "i2"})

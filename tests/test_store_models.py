@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +95,7 @@ def test_reports_beside_the_artifact(store, model):
 
 
 def test_a_crash_while_writing_leaves_no_version(tmp_path, model):
-    """A write that dies before its rename leaves only an ignored, cleanable .tmp-*."""
+    """A write that fails before its rename leaves no version and cleans up after itself."""
 
     class DiesBeforeRename(ModelStore):
         def _publish_dir(self, tmp, final):
@@ -105,11 +107,35 @@ def test_a_crash_while_writing_leaves_no_version(tmp_path, model):
         DiesBeforeRename(root).write(model, version="v2")
     store = ModelStore(root)
     assert store.versions() == ["v1"] and not store.exists("v2")
-    (tmp,) = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
-    assert store.clean_tmp(older_than=3600) == []  # too fresh: may be a live write
-    os.utime(tmp, (time.time() - 7200, time.time() - 7200))
-    assert store.clean_tmp(older_than=3600) == [tmp.name]
+    assert [p.name for p in root.iterdir()] == ["v1"]
     assert store.write(model, version="v2")["version"] == "v2"
+
+
+def test_regression_temporary_directories_of_dead_writers_are_removed(tmp_path, model):
+    """Regression (issue 9, item 9): ``.tmp-*`` left by killed publishes were never
+    removed. The next write removes those whose lock no process holds, never a live one."""
+    root = tmp_path / "models"
+    store = ModelStore(root)
+    store.write(model, version="v1")
+    dead, live, legacy = (root / f".tmp-v{n}-0000" for n in (2, 3, 4))
+    for directory in (dead, live, legacy):
+        directory.mkdir()
+        (directory / "model.npz").write_bytes(b"half")
+    Path(f"{dead}.lock").touch()  # its writer was killed: nobody holds it
+    held = open(f"{live}.lock", "wb")  # a writer at work (another open file: flock applies)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    (root / ".tmp-v5-0000.lock").touch()  # a writer killed after its rename
+    try:
+        assert store.write(model, version="v6")["version"] == "v6"
+        left = sorted(p.name for p in root.iterdir())
+        assert left == [live.name, f"{live.name}.lock", legacy.name, "v1", "v6"]
+        assert store.clean_tmp() == []  # the live one stays, the lockless one is young
+        os.utime(legacy, (time.time() - 7200, time.time() - 7200))
+        assert store.clean_tmp() == [legacy.name]
+    finally:
+        held.close()  # the writer dies
+    assert store.clean_tmp() == [live.name]
+    assert sorted(p.name for p in root.iterdir()) == ["v1", "v6"]
 
 
 def test_a_directory_without_manifest_is_not_a_version(tmp_path, model):

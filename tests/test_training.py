@@ -94,9 +94,10 @@ def test_train_model_reports_holdout_metrics_and_fits_on_everything(data):
         {"no_components": 8, "epochs": 2},
         holdout=0.1,
         seed=0,
-        callback=lambda stage, epoch, secs: calls.append((stage, epoch)),
+        callback=lambda stage, epoch, secs, rate: calls.append((stage, epoch, rate)),
     )
-    assert calls == [("holdout", 0), ("holdout", 1), ("final", 0), ("final", 1)]
+    assert [c[:2] for c in calls] == [("holdout", 0), ("holdout", 1), ("final", 0), ("final", 1)]
+    assert all(rate > 0 for *_, rate in calls)  # interactions per second
     assert result.metrics["holdout"]["interactions"] == round(len(data.interactions) * 0.1)
     assert result.model.interactions_.nnz == len(data.interactions)
 

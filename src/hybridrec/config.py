@@ -48,9 +48,24 @@ class Settings:
     reload_interval: float = 2.0  # HYBRIDREC_RELOAD_INTERVAL (seconds between registry polls)
     serve_redis_timeout: float = 0.5  # HYBRIDREC_SERVE_REDIS_TIMEOUT (a request's Redis wait)
     gate_tolerance: float = 0.02  # HYBRIDREC_GATE_TOLERANCE (relative regression allowed)
+    archive: str | None = None  # HYBRIDREC_ARCHIVE (the log's Parquet archive; see archive_url)
+    log_retention: str = "30d"  # HYBRIDREC_LOG_RETENTION (log entries older go to the archive)
+    eval_users: int = 5000  # HYBRIDREC_EVAL_USERS (test users evaluated at most; 0: all)
+    min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
+    ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
+
+    @property
+    def archive_url(self) -> str:
+        """Where ``interactions archive`` writes and training reads the log's history."""
+        return self.archive or str(self.data_dir / "archive")
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
+        """Settings from ``HYBRIDREC_*`` variables, then ``overrides`` that are not None.
+
+        A malformed ``redis_url`` raises :class:`~hybridrec.errors.StoreUnavailable` (one
+        line, the password hidden).
+        """
         env = os.environ
         base = cls(
             redis_url=env.get("HYBRIDREC_REDIS_URL") or None,
@@ -65,5 +80,15 @@ class Settings:
             reload_interval=_float("HYBRIDREC_RELOAD_INTERVAL", cls.reload_interval),
             serve_redis_timeout=_float("HYBRIDREC_SERVE_REDIS_TIMEOUT", cls.serve_redis_timeout),
             gate_tolerance=_float("HYBRIDREC_GATE_TOLERANCE", cls.gate_tolerance),
+            archive=env.get("HYBRIDREC_ARCHIVE") or None,
+            log_retention=env.get("HYBRIDREC_LOG_RETENTION") or cls.log_retention,
+            eval_users=_int("HYBRIDREC_EVAL_USERS", cls.eval_users),
+            min_recall=_float("HYBRIDREC_MIN_RECALL", cls.min_recall),
+            ann_min_items=_int("HYBRIDREC_ANN_MIN_ITEMS", cls.ann_min_items),
         )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if settings.redis_url is not None:  # refuse a malformed URL before any work
+            from .store.connection import parse_redis_url
+
+            parse_redis_url(settings.redis_url)
+        return settings

@@ -39,6 +39,13 @@ class Env:
 
         return ModelStore(self.settings.model_store)
 
+    @cached_property
+    def archive(self):
+        """The log's Parquet archive (``HYBRIDREC_ARCHIVE``; maybe empty)."""
+        from ..store.log import Archive
+
+        return Archive(self.settings.archive_url)
+
     def close(self) -> None:
         client = self.__dict__.get("redis")
         if client is not None:

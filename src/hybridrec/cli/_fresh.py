@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import click
 
@@ -41,7 +40,12 @@ from ._env import Env
 )
 @click.option("--warm-epochs", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="training threads [default: every core this process may use]",
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--max-cycles", type=click.IntRange(1), default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="one cycle: print its report as JSON")
@@ -76,6 +80,8 @@ def retrain(
             warm_epochs=warm_epochs,
             seed=seed,
             num_threads=threads,
+            archive=env.archive,
+            sample_users=env.settings.eval_users,
         )
 
     if every is None:
@@ -91,11 +97,9 @@ def retrain(
         interval = parse_interval(every)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s",'
-        '"logger":"%(name)s","message":"%(message)s"}',
-    )
+    from ..logs import configure_logging
+
+    configure_logging()  # the same JSON lines as hybridrec serve
     # a store that is down at start is a cycle failure like any other, not a crash
     n = run_loop(cycle, interval, max_cycles=max_cycles)
     if n == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -31,17 +32,39 @@ def _features(env: Env, kind: str, path: str | None) -> dict[str, dict[str, floa
 
 
 def _interactions(env: Env, path: str | None):
+    """Interactions from ``path`` (a file, or a directory or fsspec URL of Parquet files),
+    else the store's history: the log's Parquet archive plus the live log."""
     from ..io.files import read_interactions
+    from ..store.log import read_interactions_dir, read_training_interactions
 
     if path:
+        if "://" in path or Path(path).is_dir():
+            return read_interactions_dir(path)
         return read_interactions(path)
-    df = env.feature_store.read_interactions()
+    df = read_training_interactions(env.feature_store, env.archive)
     if len(df) == 0:
         raise HybridrecError(
             "the store's interaction log is empty: load some with "
             "'hybridrec interactions load FILE' or pass --interactions FILE"
         )
     return df
+
+
+def _skipped_note(interactions) -> str | None:
+    """One line on the rows skipped as unusable, or None."""
+    skipped = interactions.attrs.get("skipped") or {}
+    if not sum(skipped.values()):
+        return None
+    parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items() if n)
+    return f"skipped {sum(skipped.values())} unusable interaction rows: {parts}"
+
+
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="training threads [default: every core this process may use]",
+)
 
 
 def _load_model(env: Env, version: str | None):
@@ -77,8 +100,10 @@ def _feature_options(command):
 _interactions_option = click.option(
     "--interactions",
     "interactions_file",
-    type=click.Path(dir_okay=False),
-    help="user_id,item_id[,weight][,timestamp]; default: the store's log",
+    metavar="FILE|DIR|URL",
+    help="user_id,item_id[,weight][,timestamp]: a CSV/Parquet file, or a directory or "
+    "fsspec URL of Parquet files (e.g. partitioned by day); default: the store's "
+    "archive plus its log",
 )
 
 
@@ -135,7 +160,7 @@ def _read_params(path: str) -> dict:
     help="share of newest interactions to measure on before the final fit (0: skip)",
 )
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@_threads_option
 @click.option("--seed", type=int, default=None)
 @click.option("--publish", is_flag=True, help="move the registry pointer to the new version")
 @click.pass_obj
@@ -162,7 +187,7 @@ def train(
     """Train a model on the store's data (or files) and save it; print its version."""
     from tqdm import tqdm
 
-    from ..training.trainer import DEFAULT_PARAMS, train_model
+    from ..training.trainer import DEFAULT_PARAMS, default_threads, train_model
 
     interactions = _interactions(env, interactions_file)
     user_features = _features(env, "users", user_features_file)
@@ -185,19 +210,32 @@ def train(
     if no_item_indicators:
         params["item_indicators"] = False
     n_epochs = params.get("epochs", DEFAULT_PARAMS["epochs"])
+    threads = threads or default_threads()
+    note = _skipped_note(interactions)
+    if note:
+        click.echo(note, err=True)
     click.echo(
         f"training on {len(interactions)} interactions, {len(user_features)} users and "
-        f"{len(item_features)} items with features",
+        f"{len(item_features)} items with features, {threads} threads",
         err=True,
     )
     bars: dict[str, tqdm] = {}
+    every = max(1, math.ceil(n_epochs / 10))
 
-    def progress(stage: str, epoch: int, seconds: float) -> None:
+    def progress(stage: str, epoch: int, seconds: float, rate: float) -> None:
+        label = "holdout fit" if stage == "holdout" else "final fit"
+        if not sys.stderr.isatty():  # a log file: a few plain lines, no carriage returns
+            if (epoch + 1) % every == 0 or epoch + 1 == n_epochs:
+                click.echo(
+                    f"{label}: epoch {epoch + 1}/{n_epochs}, {seconds:.2f} s, "
+                    f"{rate:,.0f} interactions/s",
+                    err=True,
+                )
+            return
         bar = bars.get(stage)
         if bar is None:
             for other in bars.values():
                 other.close()
-            label = "holdout fit" if stage == "holdout" else "final fit"
             bar = bars[stage] = tqdm(
                 total=n_epochs,
                 desc=label,
@@ -205,7 +243,7 @@ def train(
                 bar_format="{desc}: {n_fmt}/{total_fmt} epochs |{bar}| {elapsed}{postfix}",
             )
         bar.update(1)
-        bar.set_postfix_str(f"{seconds:.2f}s/epoch")
+        bar.set_postfix_str(f"{seconds:.2f}s/epoch, {rate:,.0f} interactions/s")
 
     t0 = time.perf_counter()
     try:
@@ -218,6 +256,7 @@ def train(
             k=k,
             seed=seed,
             num_threads=threads,
+            sample_users=env.settings.eval_users,
             callback=progress,
         )
     except ValueError as exc:
@@ -225,13 +264,15 @@ def train(
     finally:
         for bar in bars.values():
             bar.close()
-    from ..training.trainer import data_summary
+    from ..training.trainer import data_summary, throughput
 
     manifest = env.model_store.write(
         result.model,
         metrics=result.metrics or {},
         extra={
             "train_seconds": round(time.perf_counter() - t0, 3),
+            "threads": threads,
+            "throughput": throughput(result.model),
             "data": data_summary(interactions, interactions.attrs.get("last_id")),
         },
     )
@@ -250,30 +291,18 @@ def train(
 
 
 def _plot(result: dict, path: str) -> None:
+    from ..training.charts import metrics_chart
+
+    png = metrics_chart(
+        [("model", result["segments"]), ("popularity", result["baseline"])],
+        ("precision", "recall", "ndcg", "auc"),
+        result["k"],
+        f"model {result.get('model_version')} vs popularity",
+    )
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HybridrecError("plotting needs matplotlib: pip install 'hybridrec[plot]'") from None
-    from ..training.evaluation import SEGMENTS
-
-    metrics = ("precision", "recall", "ndcg", "auc")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6))
-    for ax, metric in zip(axes, metrics):
-        xs = range(len(SEGMENTS))
-        model_vals = [result["segments"][s][metric] for s in SEGMENTS]
-        base_vals = [result["baseline"][s][metric] for s in SEGMENTS]
-        ax.bar([x - 0.2 for x in xs], model_vals, 0.4, label="model")
-        ax.bar([x + 0.2 for x in xs], base_vals, 0.4, label="popularity")
-        ax.set_xticks(list(xs), [s.replace("_", "\n") for s in SEGMENTS])
-        ax.set_title(f"{metric}@{result['k']}" if metric != "auc" else "AUC")
-    axes[0].legend()
-    fig.suptitle(f"model {result.get('model_version')} vs popularity baseline")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        Path(path).write_bytes(png)
+    except OSError as exc:
+        raise HybridrecError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -289,9 +318,24 @@ def _plot(result: dict, path: str) -> None:
 @_feature_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--plot", type=click.Path(dir_okay=False), help="draw model vs baseline to a PNG")
+@click.option(
+    "--sample-users",
+    type=click.IntRange(0),
+    default=None,
+    help="evaluate at most this many test users, a seeded sample with 95% intervals "
+    "(0: all) [default: HYBRIDREC_EVAL_USERS or 5000]",
+)
 @click.pass_obj
 def evaluate(
-    env: Env, test_file, version, k, user_features_file, item_features_file, as_json, plot
+    env: Env,
+    test_file,
+    version,
+    k,
+    user_features_file,
+    item_features_file,
+    as_json,
+    plot,
+    sample_users,
 ):
     """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline."""
     from ..io.files import read_interactions
@@ -307,6 +351,7 @@ def evaluate(
         item_features=_features(env, "items", item_features_file),
         k=k,
         model_version=version,
+        sample_users=env.settings.eval_users if sample_users is None else sample_users,
     )
     if plot:
         _plot(result, plot)
@@ -366,12 +411,17 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         exclude=list(exclude) + ([] if include_seen else sorted(seen)),
         history=seen,
     )
+    from ..serving.answers import SCORE_TYPES, add_metadata, score_type
+
+    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    add_metadata(items, env.feature_store.metadata_of)
     body = {
         "user_id": user_id,
         "model_version": snap.version,
         "strategy": rec.strategy,
+        "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "items": items,
         "unscorable": rec.unscorable,
         "degraded": False,
     }
@@ -379,8 +429,15 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
         click.echo(json.dumps(body))
         return
     click.echo(f"user {user_id}: {body['user_case']} -> {body['strategy']} (model {snap.version})")
-    for rank, item in enumerate(body["items"], 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    click.echo(f"score: {body['score_type']}, {SCORE_TYPES[body['score_type']]}")
+    _print_items(items)
+
+
+def _print_items(items: list[dict]) -> None:
+    """Rank, id, score and title (when the item has one), one line each."""
+    for rank, item in enumerate(items, 1):
+        title = f"  {item['title']}" if item.get("title") else ""
+        click.echo(f"{rank:>4}  {item['item_id']:<12} {item['score']:>10.4f}{title}")
 
 
 @main.command()
@@ -391,6 +448,7 @@ def recommend(env: Env, user_id, k, features, exclude, include_seen, version, as
 @click.pass_obj
 def similar(env: Env, item_id, k, version, as_json):
     """Items nearest to ITEM_ID in the model's latent space (cosine)."""
+    from ..serving.answers import add_metadata, presented
     from ..serving.snapshot import UnknownItem
 
     snap = _snapshot(env, *_load_model(env, version))
@@ -401,11 +459,20 @@ def similar(env: Env, item_id, k, version, as_json):
             f"item {item_id!r} is neither in model {snap.version} nor scorable from its "
             "features in the store"
         ) from None
+    (own,) = add_metadata(items, env.feature_store.metadata_of, [item_id])
+    body = {
+        "item_id": item_id,
+        **presented(own),
+        "model_version": snap.version,
+        "score_type": "cosine",
+        "items": items,
+    }
     if as_json:
-        click.echo(json.dumps({"item_id": item_id, "model_version": snap.version, "items": items}))
+        click.echo(json.dumps(body))
         return
-    for rank, item in enumerate(items, 1):
-        click.echo(f"{rank:>4}  {item['item_id']:<20} {item['score']:.4f}")
+    title = f" ({body['title']})" if body.get("title") else ""
+    click.echo(f"items like {item_id}{title}, by cosine of latent vectors (model {snap.version})")
+    _print_items(items)
 
 
 @main.command()
@@ -419,7 +486,7 @@ def similar(env: Env, item_id, k, version, as_json):
     help="share of newest interactions used to compare candidates",
 )
 @click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@_threads_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save", type=click.Path(dir_okay=False), help="write the best parameters (JSON)")
 @click.pass_obj
@@ -463,6 +530,7 @@ def tune(
         k=k,
         seed=seed,
         num_threads=threads,
+        sample_users=env.settings.eval_users,
         on_result=show,
     )
     text = json.dumps(best, indent=2, sort_keys=True)

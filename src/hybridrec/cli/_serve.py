@@ -1,14 +1,18 @@
-"""``serve`` (the API under gunicorn) and ``demo`` (sample -> store -> train -> serve)."""
+"""``serve`` (the API under a production WSGI server) and ``demo`` (sample -> store ->
+train -> serve)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import signal
 import time
 
 import click
 
 from ..errors import HybridrecError
+from ..serving.server import DEFAULT_SERVER, SERVERS
 from . import main
 from ._env import Env
 
@@ -23,11 +27,20 @@ _server_options = [
         help="worker processes (about one per CPU core)",
     ),
     click.option(
+        "--server",
+        type=click.Choice(SERVERS),
+        default=None,
+        envvar="HYBRIDREC_SERVER",
+        help=f"WSGI server (HYBRIDREC_SERVER) [default: {DEFAULT_SERVER}; gunicorn when "
+        "HYBRIDREC_API_TOKEN is not ASCII, which granian cannot pass to the app]",
+    ),
+    click.option(
         "--threads",
         type=click.IntRange(1, 256),
-        default=1,
+        default=4,
         show_default=True,
-        help="threads per worker (>1: gunicorn gthread workers with keep-alive)",
+        help="Python threads per worker: they overlap one request's Redis wait with "
+        "another's scoring (gunicorn: 1 uses sync workers, more gthread workers)",
     ),
     click.option("--access-log", is_flag=True, help="log every request on stderr"),
 ]
@@ -42,18 +55,48 @@ def _with_server_options(func):
 @main.command()
 @_with_server_options
 @click.pass_obj
-def serve(env: Env, host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
-    """Serve the HTTP API (gunicorn, WORKERS processes, one BLAS thread each).
+def serve(
+    env: Env,
+    host: str,
+    port: int,
+    workers: int,
+    server: str | None,
+    threads: int,
+    access_log: bool,
+) -> None:
+    """Serve the HTTP API (WORKERS processes, one BLAS thread each) until Ctrl-C/SIGTERM.
 
-    Each worker loads the registry's current model in the background (/readyz answers
-    503 until then) and follows new versions and catalog changes by itself.
+    Each worker loads the registry's current model before it takes requests (/readyz
+    answers 503 while none is published) and follows new versions and catalog changes by
+    itself. A dead worker is replaced; a dead embedded Redis is restarted.
     """
+    from ..serving.server import check_port, choose_server
     from ..serving.server import serve as run
 
-    def ready() -> None:
-        click.echo(f"hybridrec API on http://{host}:{port} ({workers} workers)", err=True)
+    server = choose_server(server, env.settings)
+    check_port(host, port)
 
-    run(env.settings, host, port, workers, threads=threads, access_log=access_log, on_ready=ready)
+    def ready() -> None:
+        click.echo(f"hybridrec API on http://{host}:{port} ({workers} {server} workers)", err=True)
+
+    run(
+        env.settings, host, port, workers, server=server, threads=threads,
+        access_log=access_log, on_ready=ready,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that cleanups run."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command()
@@ -63,20 +106,56 @@ def serve(env: Env, host: str, port: int, workers: int, threads: int, access_log
 @click.option(
     "--no-serve", is_flag=True, help="load, train and publish, print the examples, then exit"
 )
+@click.option(
+    "--keep-redis",
+    is_flag=True,
+    help="leave the embedded Redis running when the demo stops (its data stays on disk either way)",
+)
 @click.pass_obj
 def demo(
     env: Env,
     host: str,
     port: int,
     workers: int,
+    server: str | None,
     threads: int,
     access_log: bool,
     retrain: bool,
     epochs: int | None,
     no_serve: bool,
+    keep_redis: bool,
 ) -> None:
     """The main job on the bundled MovieLens sample: load it into the feature store,
-    train, publish, and serve on http://HOST:PORT, printing requests to try."""
+    train, publish, and serve on http://HOST:PORT, printing requests to try.
+
+    Ctrl-C or SIGTERM stops everything the demo started, the embedded Redis included
+    (unless --keep-redis, or it was running before the demo).
+    """
+    from ..serving.server import check_port, choose_server
+    from ..store.connection import EmbeddedServer
+
+    server = choose_server(server, env.settings)
+    if not no_serve:
+        check_port(host, port)  # before any loading or training
+    embedded = None if env.settings.redis_url else EmbeddedServer(env.settings.data_dir)
+    ours = embedded is not None and not embedded.running()
+    try:
+        with _sigterm_interrupts():
+            _demo(env, host, port, workers, server, threads, access_log, retrain, epochs,
+                  no_serve, keep_redis=keep_redis or not ours)  # fmt: skip
+    finally:
+        env.close()
+        if ours and not keep_redis and embedded.pid() is not None:
+            embedded.stop()
+            click.echo(
+                f"stopped the embedded Redis (data kept in {embedded.data_dir}; "
+                "--keep-redis leaves it running)",
+                err=True,
+            )
+
+
+def _demo(env, host, port, workers, server, threads, access_log, retrain, epochs, no_serve,
+          keep_redis: bool) -> None:  # fmt: skip
     from ..io.sample import load_sample
 
     store, registry = env.feature_store, env.registry
@@ -84,6 +163,7 @@ def demo(
     t0 = time.perf_counter()
     store.load_features("users", sample.user_features, replace=True)
     store.load_features("items", sample.item_features, replace=True)
+    store.load_metadata(sample.item_metadata, replace=True)
     if store.log_length() == 0:
         store.add_interactions(sample.interactions)
         loaded = f"{len(sample.interactions)} interactions"
@@ -91,7 +171,8 @@ def demo(
         loaded = f"interactions already in the log ({store.log_length()})"
     click.echo(
         f"feature store: {sample.user_features['id'].nunique()} users and "
-        f"{sample.item_features['id'].nunique()} items with features, {loaded} "
+        f"{sample.item_features['id'].nunique()} items with features, "
+        f"{len(sample.item_metadata)} titles, {loaded} "
         f"({time.perf_counter() - t0:.1f} s)",
         err=True,
     )
@@ -101,7 +182,7 @@ def demo(
     else:
         click.echo(f"serving the published model {version} (--retrain for a new one)", err=True)
     model = env.model_store.load(version)
-    examples = _examples(f"http://{host}:{port}", model, env.settings.api_token)
+    examples = _examples(f"http://{host}:{port}", model, env.settings.api_token, store)
     if no_serve:
         click.echo(examples)
         return
@@ -109,20 +190,27 @@ def demo(
 
     def ready() -> None:
         click.echo(
-            f"\nhybridrec demo on http://{host}:{port} ({workers} workers). The workers load "
-            f"model {version} in a second or two (/readyz turns 200). Try:\n",
+            f"\nhybridrec demo on http://{host}:{port} ({workers} {server} workers) serving "
+            f"model {version} (/readyz turns 200 once the workers have loaded it). Try:\n",
             err=True,
         )
         click.echo(examples)
-        click.echo("\nCtrl-C stops the server (the embedded Redis keeps running: "
-                   "'hybridrec redis stop' stops it).", err=True)  # fmt: skip
+        click.echo(f"\nthe web console: http://{host}:{port}/", err=True)
+        if keep_redis:
+            click.echo("\nCtrl-C stops the server (the embedded Redis keeps running: "
+                       "'hybridrec redis stop' stops it).", err=True)  # fmt: skip
+        else:
+            click.echo("\nCtrl-C stops the server and the embedded Redis.", err=True)
 
-    run(env.settings, host, port, workers, threads=threads, access_log=access_log, on_ready=ready)
+    run(
+        env.settings, host, port, workers, server=server, threads=threads,
+        access_log=access_log, on_ready=ready,
+    )  # fmt: skip
 
 
 def _train_and_publish(env: Env, epochs: int | None) -> str:
     from ..modelstore.registry import publish_model
-    from ..training.trainer import train_model
+    from ..training.trainer import data_summary, train_model
 
     store = env.feature_store
     interactions = store.read_interactions()
@@ -143,7 +231,10 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
         env.registry,
         result.model,
         result.metrics or {},
-        extra={"train_seconds": time.perf_counter() - t0},
+        extra={
+            "train_seconds": time.perf_counter() - t0,
+            "data": data_summary(interactions, interactions.attrs.get("last_id")),
+        },
     )
     metrics = (result.metrics or {}).get("segments", {}).get("all", {})
     summary = ", ".join(
@@ -157,8 +248,9 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
     return manifest["version"]
 
 
-def _examples(base: str, model, token: str | None) -> str:
-    """curl commands that work against the demo's data when pasted."""
+def _examples(base: str, model, token: str | None, store) -> str:
+    """curl commands that work against the demo's data when pasted, with the titles of
+    what the example user rated and of the example item, to judge the answers by."""
     vocab = set(model.item_space_.vocabulary.external)
     users = model.user_space_.entities.external
     user = "1" if "1" in model.user_space_.entities else users[0]
@@ -177,14 +269,20 @@ def _examples(base: str, model, token: str | None) -> str:
 
     new_user_body = json.dumps({"features": {g: 1 for g in genres}, "k": 5})
     item_body = json.dumps({"features": {f: 1 for f in new_item}})
+    rated = sorted(store.get_seen(user), key=lambda i: (len(i), i))[:3]
+    titles = store.metadata_of([*rated, item])
+    named = [(m or {}).get("title") or i for i, m in zip([*rated, item], titles)]
     lines = [
-        "# top 5 for a known user (features and seen items from the store)",
+        "# top 5 for a known user (features and seen items from the store); every item "
+        "comes with its title",
+        f"# user {user} rated e.g. {'; '.join(named[:-1]) or 'nothing yet'}",
         f"curl -s '{base}/v1/users/{user}/recommendations?k=5'",
         "# a visitor who just told us their interests",
         send("POST", "/v1/recommendations", new_user_body, write=False),
         "# a new item: recommendable within seconds, without retraining",
         send("PUT", "/v1/items/new-movie/features", item_body),
         f"curl -s '{base}/v1/items/new-movie/similar?k=5'",
+        f"# movies like {item}: {named[-1]}",
         f"curl -s '{base}/v1/items/{item}/similar?k=5'",
         "# feedback: excluded from this user's next recommendations at once",
         send(

@@ -1,4 +1,5 @@
-"""``features load``, ``interactions load``, ``models list|promote|rollback``, ``redis ...``."""
+"""``features load|export``, ``interactions load|export``, ``metadata load|export``,
+``models list|promote|rollback``, ``redis ...``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,29 @@ def features_load(env: Env, kind: str, path: str, replace: bool) -> None:
     )
 
 
+@features.command("export")
+@click.argument("kind", type=click.Choice(["users", "items"]))
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.pass_obj
+def features_export(env: Env, kind: str, path: str) -> None:
+    """Write every stored feature of KIND to FILE (CSV or Parquet, by extension), in the
+    format 'features load' reads: a backup, or a copy for another store."""
+    import pandas as pd
+
+    from ..io.files import write_features
+
+    rows = [
+        (entity_id, name, weight)
+        for entity_id, feats in sorted(env.feature_store.iter_features(kind))
+        for name, weight in sorted(feats.items())
+    ]
+    frame = pd.DataFrame(rows, columns=["id", "feature", "weight"])
+    if frame.empty:
+        raise HybridrecError(f"no {kind} with features in the store: nothing to export")
+    _export(write_features, frame, path)
+    click.echo(f"wrote {len(frame)} features of {frame['id'].nunique()} {kind} to {path}")
+
+
 @main.group()
 def interactions() -> None:
     """The interaction log in the feature store."""
@@ -63,11 +87,136 @@ def interactions_load(env: Env, path: str) -> None:
     from ..io.files import read_interactions
 
     frame = read_interactions(path)
+    if frame.attrs.get("timestamps") == "row_order":
+        # row numbers are no time: the store stamps them now (in file order in the log)
+        frame = frame.drop(columns="timestamp")
     added = env.feature_store.add_interactions(frame)
     click.echo(
         f"loaded {added} interactions of {frame['user_id'].nunique()} users and "
         f"{frame['item_id'].nunique()} items; the log holds {env.feature_store.log_length()}"
     )
+
+
+@interactions.command("archive")
+@click.option(
+    "--retention",
+    default=None,
+    metavar="INTERVAL",
+    help="keep log entries younger than this in Redis, e.g. 30d, 12h, 0 (archive all) "
+    "[default: HYBRIDREC_LOG_RETENTION or 30d]",
+)
+@click.option(
+    "--to",
+    "url",
+    default=None,
+    metavar="DIR|URL",
+    help="the archive: a directory or fsspec URL [default: HYBRIDREC_ARCHIVE or "
+    ".hybridrec/archive]",
+)
+@click.option("--batch", type=click.IntRange(1), default=200_000, show_default=True)
+@click.pass_obj
+def interactions_archive(env: Env, retention: str | None, url: str | None, batch: int) -> None:
+    """Move log entries older than the retention into Parquet files partitioned by day.
+
+    Each batch is written, read back and compared, renamed into place, and only then
+    trimmed from the log: a run killed at any point loses and duplicates nothing (run it
+    again). Training reads the archive plus the log.
+    """
+    from ..store.log import Archive, archive_log
+    from ..training.retrain import parse_interval
+
+    text = retention or env.settings.log_retention
+    try:
+        seconds = 0.0 if text.strip() in ("0", "0s") else parse_interval(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
+    archive = Archive(url or env.settings.archive_url)
+    older_than_ms = int((time.time() - seconds) * 1000)
+    result = archive_log(
+        env.feature_store,
+        archive,
+        older_than_ms=older_than_ms,
+        batch=batch,
+        on_batch=lambda n, last: click.echo(f"archived {n} entries, up to {last}", err=True),
+    )
+    click.echo(
+        f"archived {result.archived} log entries in {result.files} files to {archive.url}"
+        f" (archive holds entries up to {result.cursor or 'none'}); "
+        f"the log holds {env.feature_store.log_length()}"
+    )
+
+
+@interactions.command("export")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.pass_obj
+def interactions_export(env: Env, path: str) -> None:
+    """Write the interaction log to FILE (CSV or Parquet, by extension), oldest first, in
+    the format 'interactions load' reads (user_id,item_id,weight,timestamp)."""
+    from ..io.files import write_interactions
+
+    frame = env.feature_store.read_interactions().drop(columns=["log_ms", "log_seq"])
+    if frame.empty:
+        raise HybridrecError("the interaction log is empty: nothing to export")
+    _export(write_interactions, frame, path)
+    click.echo(f"wrote {len(frame)} interactions to {path}")
+
+
+def _export(write, frame, path: str) -> None:
+    """``write(frame, path)``, a file system error becoming one clear line."""
+    try:
+        write(frame, path)
+    except OSError as exc:
+        raise HybridrecError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------------------------------------ metadata
+
+
+@main.group()
+def metadata() -> None:
+    """Item metadata (titles, ...): returned with recommendations, never used to score."""
+
+
+@metadata.command("load")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Each item in FILE gets exactly FILE's fields (its other fields are dropped); "
+    "items absent from FILE are untouched. Default: merge.",
+)
+@click.pass_obj
+def metadata_load(env: Env, path: str, replace: bool) -> None:
+    """Load FILE (CSV or Parquet: an id column and one column per field, e.g. id,title).
+
+    The whole file is checked first: a bad file changes nothing.
+    """
+    from ..io.metadata import read_metadata
+
+    frame = read_metadata(path)
+    n = env.feature_store.load_metadata(frame, replace=replace)
+    fields = ", ".join(c for c in frame.columns if c != "id")
+    click.echo(
+        f"loaded {fields} of {n} items ({'replaced' if replace else 'merged'}); "
+        f"{env.feature_store.metadata_count()} items with metadata in the store"
+    )
+
+
+@metadata.command("export")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.pass_obj
+def metadata_export(env: Env, path: str) -> None:
+    """Write every item's metadata to FILE (CSV or Parquet), as 'metadata load' reads it."""
+    import pandas as pd
+
+    from ..io.metadata import write_metadata
+
+    rows = [{"id": i, **meta} for i, meta in sorted(env.feature_store.iter_metadata())]
+    if not rows:
+        raise HybridrecError("no item metadata in the store: nothing to export")
+    frame = pd.DataFrame(rows).astype(object)
+    _export(write_metadata, frame, path)
+    click.echo(f"wrote the metadata of {len(frame)} items to {path}")
 
 
 # -------------------------------------------------------------------------------- models
@@ -88,6 +237,21 @@ def _metrics_summary(metrics: Any) -> str:
         return " ".join(f"{label}={overall[n]:.4f}" for n, label in names if n in overall)
     flat = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
     return " ".join(f"{k}={v:.4g}" for k, v in flat[:4])
+
+
+def _holdout_label(metrics: Any) -> str:
+    """What a version's metrics were measured on, e.g. "newest 10%, 10,001 interactions"."""
+    holdout = metrics.get("holdout") if isinstance(metrics, dict) else None
+    if not isinstance(holdout, dict):
+        return ""
+    n = holdout.get("interactions")
+    if "rule" in holdout:
+        where = str(holdout["rule"])
+    elif "fraction" in holdout:
+        where = f"newest {holdout['fraction']:.0%}"
+    else:
+        return ""
+    return f"on {where}" + (f", {n:,} interactions" if isinstance(n, int) else "")
 
 
 def _when(entry: dict) -> str:
@@ -118,13 +282,23 @@ def models_list(env: Env, as_json: bool) -> None:
     if not listed:
         click.echo("no model versions yet: run 'hybridrec train --publish'")
         return
-    click.echo(f"  {'VERSION':<26}{'STATUS':<14}{'CREATED':<22}METRICS")
+    click.echo(f"  {'VERSION':<26}{'STATUS':<14}{'CREATED':<22}METRICS (HOLDOUT)")
+    holdouts = set()
     for e in listed:
         mark = "*" if e.get("current") else " "
         status = e["status"] + ("" if e.get("artifact") else " (no artifact)")
+        summary = _metrics_summary(e.get("metrics"))
+        label = _holdout_label(e.get("metrics")) if summary else ""
+        if summary:
+            holdouts.add(label)
         click.echo(
             f"{mark} {e['version']:<26}{status:<14}{_when(e):<22}"
-            f"{_metrics_summary(e.get('metrics'))}".rstrip()
+            f"{summary}{f'  {label}' if label else ''}".rstrip()
+        )
+    if len(holdouts) > 1:
+        click.echo(
+            "metrics measured on different holdouts are not comparable: compare versions on "
+            "one file with 'hybridrec evaluate --test FILE --model VERSION'"
         )
 
 
@@ -137,7 +311,17 @@ def models_promote(env: Env, version: str, force: bool) -> None:
     from ..modelstore.registry import promote_model
 
     generation = promote_model(env.model_store, env.registry, version, force=force)
+    _mark_if_data_unknown(env, version)
     click.echo(f"current model version: {version} (generation {generation})")
+
+
+def _mark_if_data_unknown(env: Env, version: str) -> None:
+    """A model that does not record its training data is judged by ``retrain`` only on
+    interactions logged after this moment (it was trained before)."""
+    from ..training.retrain import mark_unseen_from_now, trained_on
+
+    if not trained_on(env.model_store.manifest(version)):
+        mark_unseen_from_now(env.feature_store, env.registry, version)
 
 
 @models.command("rollback")
@@ -148,6 +332,7 @@ def models_rollback(env: Env) -> None:
 
     before = env.registry.current()
     version = rollback_model(env.model_store, env.registry)
+    _mark_if_data_unknown(env, version)
     click.echo(f"rolled back from {before} to {version}")
 
 

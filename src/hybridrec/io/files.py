@@ -5,14 +5,17 @@ write to a store afterwards: a file is either accepted as a whole or refused wit
 :class:`InputError` that names the file, the problem, the row and what to do.
 
 Formats (chosen by extension: ``.csv``, ``.csv.gz``, ``.parquet``, ``.pq``), long format,
-one row per pair, extra columns ignored:
+one row per pair, extra columns (named in the header) ignored, a row with more fields than
+the header refused:
 
 - interactions: ``user_id,item_id[,weight][,timestamp]``
 - features: ``id,feature[,weight]``
 
 Ids and feature names are kept verbatim as strings (``"007"`` stays ``"007"``, surrounding
 spaces are kept); they must not be blank and are at most 256 characters long. Weights are
-finite numbers ``>= 0`` (1.0 when the column is absent). Duplicate pairs are merged.
+numbers from 0 to :data:`MAX_WEIGHT` (the largest float32: the model trains in float32,
+where a larger weight is infinite), 1.0 when the column is absent. Duplicate pairs are
+merged (their weights summed, and the sum must be in range too).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import os
 import re
+import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,7 @@ from ..errors import HybridrecError
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_WEIGHT",
     "InputError",
     "read_features",
     "read_interactions",
@@ -52,8 +58,13 @@ _FEATURES_REQUIRED, _FEATURES_OPTIONAL = ("id", "feature"), ("weight",)
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _INT64_MIN, _INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+MAX_WEIGHT = float(np.finfo(np.float32).max)
+"""Largest accepted weight (about 3.4e38): the model trains in float32, where a larger
+weight (1e39, say) is infinite and stops every training."""
+
 _WEIGHT_HINT = (
-    "weights must be finite numbers >= 0: fix the row, or drop the weight column to use 1.0"
+    f"weights must be finite numbers >= 0 and <= {MAX_WEIGHT:.8g} (the float32 range the "
+    "model trains in): fix the row, or drop the weight column to use 1.0"
 )
 _TIMESTAMP_HINT = (
     "timestamps must be integer unix seconds (e.g. 1700000000) or ISO-8601 "
@@ -214,24 +225,27 @@ class _Raw:
         return self._lines[index] if index < len(self._lines) else None
 
 
-def _read_table(path: object, required: tuple[str, ...], optional: tuple[str, ...]) -> _Raw:
+def _read_table(
+    path: object, required: tuple[str, ...], optional: tuple[str, ...], keep_all: bool = False
+) -> _Raw:
+    """The file's ``required`` and ``optional`` columns (every column with ``keep_all``)."""
     kind = _file_kind(path)
     p = Path(os.fspath(path))  # type: ignore[arg-type]
     if not p.exists():
         raise InputError(path, "file not found", "check the path")
     if p.is_dir():
         raise InputError(path, "is a directory, not a file", "give the path of a file")
-    wanted = required + optional
+    wanted = None if keep_all else required + optional
     if kind == "csv":
         raw = _read_csv(path, p, wanted)
     else:
         raw = _read_parquet(path, p, wanted)
-    _check_columns(raw, kind, required, optional)
+    _check_columns(raw, kind, required, optional, keep_all)
     return raw
 
 
 def _check_columns(
-    raw: _Raw, kind: str, required: tuple[str, ...], optional: tuple[str, ...]
+    raw: _Raw, kind: str, required: tuple[str, ...], optional: tuple[str, ...], keep_all=False
 ) -> None:
     wanted = required + optional
     missing = [c for c in required if c not in raw.frame.columns]
@@ -248,7 +262,8 @@ def _check_columns(
     if raw.frame.empty:
         problem = "has no data rows" if kind == "frame" else "has a header but no data rows"
         raise raw.error(None, problem, "add at least one row")
-    raw.frame = raw.frame[[c for c in wanted if c in raw.frame.columns]]
+    if not keep_all:
+        raw.frame = raw.frame[[c for c in wanted if c in raw.frame.columns]]
 
 
 def _file_kind(path: object) -> str:
@@ -264,7 +279,8 @@ def _file_kind(path: object) -> str:
     )
 
 
-def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
+def _read_csv(path: object, p: Path, wanted: tuple[str, ...] | None) -> _Raw:
+    """The columns in ``wanted`` (all when None) of a CSV file, as str."""
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -296,26 +312,31 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
             path, f"contains a NUL character (line {line})", "the file must be UTF-8 text"
         )
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            index_col=False,
-            usecols=lambda c: str(c).strip() in wanted,
-            skip_blank_lines=True,
-            engine="c",
-        )
+        with warnings.catch_warnings():
+            # a first data row longer than the header is only a warning: refuse it too
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                index_col=False,
+                skip_blank_lines=True,
+                engine="c",
+            )  # no usecols: with it pandas silently drops fields beyond the header's
     except pd.errors.EmptyDataError:
         raise InputError(
             path, "is empty", "a header line and at least one data row are needed"
         ) from None
-    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as exc:
+        _refuse_long_rows(path, text)
         raise InputError(
             path, f"is not a well-formed CSV file ({exc})", "check quoting and field counts"
         ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.loc[:, ~frame.columns.duplicated()].reset_index(drop=True)
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    frame = frame[[c for c in frame.columns if wanted is None or c in wanted]]
+    frame = frame.reset_index(drop=True)
     try:
         header = next(csv.reader(io.StringIO(text)), [])  # to name all columns in errors
     except csv.Error:  # e.g. a stray CR inside the header: name the columns pandas saw
@@ -323,27 +344,48 @@ def _read_csv(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
     return _Raw(path, frame, text, [h.strip() for h in header])
 
 
-def _csv_record_lines(text: str) -> list[int]:
-    """Line (1-based) where each data record starts, skipping blank lines like pandas."""
-    lines: list[int] = []
+def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line, fields)`` of the header and every data record (line 1-based, where the
+    record starts), skipping blank lines like pandas; stops at a csv.Error."""
     reader = csv.reader(io.StringIO(text, newline=""))
     end = 0
     try:
         for i, record in enumerate(reader):
             start, end = end + 1, reader.line_num
-            if i > 0 and not (not record or (len(record) == 1 and not record[0].strip())):
-                lines.append(start)
+            if i == 0 or not (not record or (len(record) == 1 and not record[0].strip())):
+                yield start, record
     except csv.Error:
-        pass  # best effort: rows after the problem get no line number
-    return lines
+        pass  # best effort: rows after the problem are not seen
 
 
-def _read_parquet(path: object, p: Path, wanted: tuple[str, ...]) -> _Raw:
+def _csv_record_lines(text: str) -> list[int]:
+    """Line (1-based) where each data record starts."""
+    return [line for line, _ in itertools.islice(_csv_records(text), 1, None)]
+
+
+def _refuse_long_rows(path: object, text: str) -> None:
+    """Raise an InputError naming the first data row with more fields than the header."""
+    records = _csv_records(text)
+    _, header = next(records, (0, []))
+    for row, (line, fields) in enumerate(records, 1):
+        if len(fields) > len(header):
+            raise InputError(
+                path,
+                f"has {len(fields)} fields but the header has {len(header)} "
+                f"({', '.join(h.strip() for h in header)})",
+                "remove the extra fields, quote values that contain commas, or name every "
+                "column in the header",
+                row=row,
+                line=line,
+            )
+
+
+def _read_parquet(path: object, p: Path, wanted: tuple[str, ...] | None) -> _Raw:
     if p.stat().st_size == 0:
         raise InputError(path, "is empty", "write a Parquet file with data rows")
     try:
         found = pq.read_schema(p).names
-        names = [n for n in found if n in wanted]
+        names = [n for n in found if wanted is None or n in wanted]
         if not names:  # nothing to read; the column check names what was found
             return _Raw(path, pd.DataFrame(), found=found)
         table = pq.read_table(p, columns=names)
@@ -363,8 +405,10 @@ def _raw_from_table(
     return raw
 
 
-def _frame_from_table(path: object, table: pa.Table, wanted: tuple[str, ...]) -> pd.DataFrame:
-    names = [n for n in table.column_names if n in wanted]
+def _frame_from_table(
+    path: object, table: pa.Table, wanted: tuple[str, ...] | None
+) -> pd.DataFrame:
+    names = [n for n in table.column_names if wanted is None or n in wanted]
     columns = {name: _parquet_column(path, name, table.column(name)) for name in names}
     return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
 
@@ -482,6 +526,7 @@ def _check_weights(raw: _Raw) -> np.ndarray:
         (np.isnan(numbers), "is NaN"),
         (np.isinf(numbers), "is infinite"),
         (numbers < 0, "is negative"),
+        (numbers > MAX_WEIGHT, f"is above {MAX_WEIGHT:.8g}, infinite in float32"),
     ):
         if bad.any():
             i, count = _first(bad)
@@ -572,12 +617,14 @@ def _merge_duplicates(
         with np.errstate(over="ignore"):  # an infinite sum is reported below
             frame = frame.groupby(keys, sort=False, as_index=False).agg(how)
         summed = frame["weight"].to_numpy()
-        if not np.isfinite(summed).all():
-            i = int(np.argmax(~np.isfinite(summed)))
+        too_big = ~(summed <= MAX_WEIGHT)  # NaN-safe; inf included
+        if too_big.any():
+            i = int(np.argmax(too_big))
             pair = ", ".join(f"{k}={frame[k].iloc[i]!r}" for k in keys)
             raise raw.error(
                 None,
-                f"the weights of the duplicate rows for {pair} add up to infinity",
+                f"the weights of the duplicate rows for {pair} add up to infinity "
+                f"(above {MAX_WEIGHT:.8g}, infinite in float32)",
                 "use smaller weights",
                 column="weight",
             )

@@ -8,21 +8,24 @@ from pathlib import Path
 import pandas as pd
 
 from .files import read_features, read_interactions
+from .metadata import read_metadata
 
 __all__ = ["Sample", "load_sample", "sample_dir"]
 
 
 @dataclass(frozen=True)
 class Sample:
-    """The sample's three frames, as :func:`read_interactions`/:func:`read_features` return.
+    """The sample's frames, as the readers of :mod:`hybridrec.io` return them.
 
     ``interactions``: ``user_id, item_id, weight, timestamp`` (one row per rating, weight 1);
-    ``user_features`` and ``item_features``: ``id, feature, weight``.
+    ``user_features`` and ``item_features``: ``id, feature, weight``; ``item_metadata``:
+    ``id, title`` (the movies' titles).
     """
 
     interactions: pd.DataFrame
     user_features: pd.DataFrame
     item_features: pd.DataFrame
+    item_metadata: pd.DataFrame
 
 
 def sample_dir() -> Path:
@@ -38,4 +41,5 @@ def load_sample() -> Sample:
         interactions=read_interactions(directory / "interactions.csv"),
         user_features=read_features(directory / "user_features.csv"),
         item_features=read_features(directory / "item_features.csv"),
+        item_metadata=read_metadata(directory / "item_metadata.csv"),
     )

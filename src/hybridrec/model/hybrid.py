@@ -17,8 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from .features import Features, FeatureSpace, Row
-from .idmap import IdMap
+from .features import Features, FeatureSpace, Row, feature_names, flatten
+from .idmap import IdMap, as_strings
 
 __all__ = ["HybridLightFM", "OnlinePrediction", "NotFittedError", "USER_CASES"]
 
@@ -181,17 +181,20 @@ class HybridLightFM(LightFM):
         With ``base``, its id maps and vocabularies keep their order and new ids and
         feature names are appended (so the base's embedding rows can be carried over).
         """
-        users = interactions["user_id"].astype(str).to_numpy()
-        items = interactions["item_id"].astype(str).to_numpy()
+        users = as_strings(interactions["user_id"])
+        items = as_strings(interactions["item_id"])
         weights = (
-            interactions["weight"].astype(np.float32).to_numpy()
+            interactions["weight"].to_numpy(np.float64)
             if "weight" in interactions
-            else np.ones(len(interactions), np.float32)
+            else np.ones(len(interactions), np.float64)
         )
         new_users = pd.unique(users)
         new_items = pd.unique(items)
-        user_vocab = sorted({f for u in new_users for f in user_feats.get(u, {})})
-        item_vocab = sorted({f for i in new_items for f in item_feats.get(i, {})})
+        # flattened once: the vocabulary and (without a base, same ids) the matrix
+        flat_u = flatten(list(new_users), user_feats)
+        flat_i = flatten(list(new_items), item_feats)
+        user_vocab = feature_names(new_users, user_feats, flat_u)
+        item_vocab = feature_names(new_items, item_feats, flat_i)
         if base is None:
             user_ids, item_ids = IdMap.from_values(new_users), IdMap.from_values(new_items)
             uv, iv = IdMap.from_values(user_vocab), IdMap.from_values(item_vocab)
@@ -206,8 +209,13 @@ class HybridLightFM(LightFM):
         self.item_space_ = FeatureSpace(
             item_ids, iv, self.item_indicators, self.item_feature_weight, self.normalize
         )
-        self.user_matrix_ = self.user_space_.matrix(user_ids.external, user_feats)
-        self.item_matrix_ = self.item_space_.matrix(item_ids.external, item_feats)
+        same = base is None  # then the maps hold exactly new_users / new_items, in order
+        self.user_matrix_ = self.user_space_.matrix(
+            user_ids.external, user_feats, flat_u if same else None
+        )
+        self.item_matrix_ = self.item_space_.matrix(
+            item_ids.external, item_feats, flat_i if same else None
+        )
         # All-empty rows (no indicators, only zero weights) make LightFM diverge to NaN.
         for side, matrix in (("user", self.user_matrix_), ("item", self.item_matrix_)):
             if matrix.nnz == 0:
@@ -220,12 +228,16 @@ class HybridLightFM(LightFM):
         shape = (len(user_ids), len(item_ids))
         # Duplicate (user, item) pairs are summed: LightFM expects one entry per pair.
         weight_m = sp.coo_matrix((weights, (rows, cols)), shape=shape).tocsr().tocoo()
+        # summed in float64, then kept within float32: LightFM refuses infinite weights
+        f32 = np.finfo(np.float32).max
+        weight_m.data = np.clip(weight_m.data, -f32, f32).astype(np.float32)
         inter_m = sp.coo_matrix(
             (np.ones_like(weight_m.data), (weight_m.row, weight_m.col)), shape=shape
         )
         self.interactions_ = inter_m.tocsr()
         self._sample_weight = weight_m if not np.allclose(weight_m.data, 1.0) else None
-        self.popularity_ = np.asarray(weight_m.tocsr().sum(axis=0)).ravel().astype(np.float32)
+        popularity = np.asarray(weight_m.tocsr().sum(axis=0, dtype=np.float64)).ravel()
+        self.popularity_ = np.minimum(popularity, f32).astype(np.float32)
 
     def warm_start(
         self,
@@ -312,6 +324,7 @@ class HybridLightFM(LightFM):
                 weight = sp.coo_matrix(
                     (weight.data[keep], (weight.row[keep], weight.col[keep])), shape=weight.shape
                 )
+        self.epoch_interactions_ = int(coo.nnz)
         for _ in range(epochs):
             t0 = time.perf_counter()
             LightFM.fit_partial(
@@ -347,10 +360,15 @@ class HybridLightFM(LightFM):
         """``(n, d + 2)`` float32 rows ``[q_i, b_i, 1]`` of item feature rows ``matrix``
         (``(n, n_columns)``, built by ``item_space_``); default: the known items."""
         self._check_fitted()
-        m = (self.item_matrix_ if matrix is None else matrix).astype(np.float64)
+        m = (self.item_matrix_ if matrix is None else matrix).tocsr().astype(np.float64)
+        if matrix is not None:  # a few rows: only the embeddings they use, not all of them
+            cols = np.unique(m.indices)
+            m = m[:, cols]
+        else:
+            cols = slice(None)
         out = np.empty((m.shape[0], self.no_components + 2), dtype=np.float64)
-        out[:, :-2] = m @ self.item_embeddings.astype(np.float64)
-        out[:, -2] = m @ self.item_biases.astype(np.float64)
+        out[:, :-2] = m @ self.item_embeddings[cols].astype(np.float64)
+        out[:, -2] = m @ self.item_biases[cols].astype(np.float64)
         out[:, -1] = 1.0
         return np.ascontiguousarray(out.astype(np.float32))
 

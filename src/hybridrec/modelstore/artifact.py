@@ -8,15 +8,23 @@ Layout of an artifact directory::
     optimizer.npz    Adagrad/Adadelta accumulators, only for warm-start training
 
 Every ``.npz`` is read with ``allow_pickle=False``; ids are stored as unicode arrays.
+
+``model.npz`` is an uncompressed zip whose members start on 64-byte boundaries, so a
+serving load (``with_optimizer=False``) **maps** every array read-only from the file
+instead of copying it: N workers on one machine share one copy of the embeddings,
+feature matrices and ids in the page cache. Artifacts written before (unaligned members)
+are mapped too; a compressed or object member is read with ``np.load`` as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 import secrets
+import struct
 import time
 import zipfile
 from pathlib import Path
@@ -33,6 +41,7 @@ from ..model.idmap import IdMap
 __all__ = [
     "ArtifactError",
     "FORMAT_VERSION",
+    "file_sha256",
     "load_model",
     "new_version_id",
     "read_manifest",
@@ -64,7 +73,8 @@ def new_version_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -134,10 +144,7 @@ def save_model(
         **_csr_arrays("item_matrix", model.item_matrix_),
         **_csr_arrays("interactions", model.interactions_.tocsr()),
     }
-    with open(out / MODEL_FILE, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
+    _savez_aligned(out / MODEL_FILE, arrays)
     with open(out / OPTIMIZER_FILE, "wb") as fh:
         np.savez(fh, **{k: getattr(model, k) for k in _OPTIMIZER_KEYS})
         fh.flush()
@@ -158,7 +165,7 @@ def save_model(
         "epoch_seconds": [round(s, 4) for s in getattr(model, "epoch_seconds_", [])],
         "libraries": _library_versions(),
         "files": {
-            name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size}
+            name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size}
             for name in (MODEL_FILE, OPTIMIZER_FILE)
         },
         "metrics": metrics or {},
@@ -218,9 +225,86 @@ def verify_artifact(directory: str | os.PathLike, *, with_optimizer: bool = Fals
             raise ArtifactError(
                 f"{path}: {size} bytes, manifest says {entry.get('bytes')} (truncated or replaced)"
             )
-        if _sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise ArtifactError(f"{path}: sha256 does not match the manifest (corrupt or tampered)")
     return manifest
+
+
+_ALIGN = 64
+_LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
+_PAD_FIELD = 0x6878  # a private zip extra-field id ("hx"): padding readers skip
+
+
+def _savez_aligned(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` (uncompressed, loadable by ``np.load``) with each array's data on a
+    64-byte boundary of the file, so that it can be memory-mapped; fsynced."""
+    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
+            payload = buf.getbuffer()
+            header = len(payload) - np.asanyarray(value).nbytes
+            name = f"{key}.npy"
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.file_size = len(payload)
+            zip64 = len(payload) * 1.05 > zipfile.ZIP64_LIMIT
+            start = fh.tell() + _LOCAL_HEADER + len(name.encode()) + 4 + (20 if zip64 else 0)
+            pad = -(start + header) % _ALIGN
+            info.extra = struct.pack("<HH", _PAD_FIELD, pad) + b"\0" * pad
+            with zf.open(info, "w", force_zip64=zip64) as member:
+                member.write(payload)
+        zf.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _map_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz, memory-mapped read-only where the member is stored
+    uncompressed (the others read with ``np.load``); never unpickles."""
+    try:
+        out: dict[str, np.ndarray] = {}
+        unmapped: list[str] = []
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                mapped = None
+                if info.compress_type == zipfile.ZIP_STORED:
+                    mapped = _map_member(path, fh, info)
+                if mapped is None:
+                    unmapped.append(key)
+                else:
+                    out[key] = mapped
+        if unmapped:
+            with np.load(path, allow_pickle=False) as npz:
+                for key in unmapped:
+                    out[key] = npz[key]
+        return out
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        raise ArtifactError(f"{path}: cannot read arrays ({exc})") from None
+
+
+def _map_member(path: Path, fh, info: zipfile.ZipInfo) -> np.ndarray | None:
+    fh.seek(info.header_offset)
+    local = fh.read(_LOCAL_HEADER)
+    if len(local) < _LOCAL_HEADER or local[:4] != b"PK\x03\x04":
+        raise ValueError(f"bad zip member header for {info.filename}")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    fh.seek(info.header_offset + _LOCAL_HEADER + name_len + extra_len)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        return None
+    if dtype.hasobject or int(np.prod(shape)) == 0:
+        return None  # np.load refuses objects (allow_pickle=False) and reads empties
+    offset = fh.tell()
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if offset + nbytes > os.path.getsize(path):
+        raise ValueError(f"{info.filename} is truncated")
+    return np.memmap(path, dtype, "r", offset, shape, "F" if fortran else "C")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -229,6 +313,11 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ArtifactError(f"{path}: cannot read arrays ({exc})") from None
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """``a`` as float32, without a copy (a mapped array stays mapped) when it is one."""
+    return a if a.dtype == np.float32 else a.astype(np.float32)
 
 
 def _need(arrays: dict, path: Path, key: str) -> np.ndarray:
@@ -257,8 +346,10 @@ def load_model(
 ) -> HybridLightFM:
     """Load an artifact written by :func:`save_model`.
 
-    Raises :class:`ArtifactError` naming the file and the problem for a missing, corrupt,
-    truncated, tampered or incompatible artifact.
+    Without the optimizer (serving) the arrays are memory-mapped read-only from
+    ``model.npz``; with it (training goes on, arrays are updated in place) they are read
+    into memory. Raises :class:`ArtifactError` naming the file and the problem for a
+    missing, corrupt, truncated, tampered or incompatible artifact.
     """
     directory = Path(directory)
     manifest = (
@@ -267,7 +358,7 @@ def load_model(
         else read_manifest(directory)
     )
     path = directory / MODEL_FILE
-    a = _load_npz(path)
+    a = _load_npz(path) if with_optimizer else _map_npz(path)
     hp = dict(manifest["hyperparameters"])
     sizes = manifest["sizes"]
     try:
@@ -315,10 +406,10 @@ def load_model(
                 f"{path}: {side} embeddings have {emb.shape[0]} rows, the id maps and "
                 f"vocabulary need {space.n_columns}"
             )
-    model.user_embeddings = user_emb.astype(np.float32)
-    model.item_embeddings = item_emb.astype(np.float32)
-    model.user_biases = _need(a, path, "user_biases").astype(np.float32)
-    model.item_biases = _need(a, path, "item_biases").astype(np.float32)
+    model.user_embeddings = _f32(user_emb)
+    model.item_embeddings = _f32(item_emb)
+    model.user_biases = _f32(_need(a, path, "user_biases"))
+    model.item_biases = _f32(_need(a, path, "item_biases"))
     for side, emb in (("user", model.user_embeddings), ("item", model.item_embeddings)):
         biases = getattr(model, f"{side}_biases")
         if biases.shape != (emb.shape[0],):
@@ -326,7 +417,7 @@ def load_model(
                 f"{path}: {side}_biases has shape {biases.shape}, {side} embeddings need "
                 f"({emb.shape[0]},)"
             )
-    model.popularity_ = _need(a, path, "popularity").astype(np.float32)
+    model.popularity_ = _f32(_need(a, path, "popularity"))
     model.user_matrix_ = _csr(a, path, "user_matrix")
     model.item_matrix_ = _csr(a, path, "item_matrix")
     model.interactions_ = _csr(a, path, "interactions")

@@ -178,6 +178,17 @@ class Registry:
             for (v, score), fields in zip(listed, infos, strict=True)
         ]
 
+    @_guard
+    def fallback_candidates(self, exclude: str | None = None) -> list[str]:
+        """Versions to serve when the current one cannot be loaded, best first: those the
+        pointer moved to, most recent first, then the other published ones, newest first.
+        Refused and rolled-back versions are left out, and so is ``exclude``."""
+        listed = {v["version"]: v for v in self.versions()}
+        ok = {v for v, info in listed.items() if info["status"] == "published" and v != exclude}
+        order = [v for v in reversed(self.history()) if v in ok]
+        order += sorted(ok, key=lambda v: listed[v]["recorded_at"], reverse=True)
+        return list(dict.fromkeys(order))
+
     # -- writing ------------------------------------------------------------------------
 
     @_guard

@@ -5,9 +5,14 @@ Layout under the root (a local directory, or any ``fsspec`` URL such as ``s3://b
     <version>/manifest.json, model.npz, optimizer.npz   one artifact (see artifact.py)
     <version>/reports/<name>                            reports written beside it
     .tmp-<version>-<random>/                            an artifact being written (local)
+    .tmp-<version>-<random>.lock                        held (flock) by its live writer
 
 Locally an artifact is written under ``.tmp-...``, its files and directory fsynced, then
-renamed to ``<version>`` (atomic) and verified against its checksums. On an object store,
+renamed to ``<version>`` (atomic) and verified against its checksums. The writer holds
+an exclusive ``flock`` on the ``.lock`` beside its directory from before the directory
+exists until after the rename; the kernel drops it when the writer dies, however it
+dies, so each write first removes the ``.tmp-*`` of dead writers (and never one that a
+live writer holds). On an object store,
 where there is no rename, the array files are uploaded first and the manifest last; a
 version is whole only once its manifest exists, so a crash leaves something that
 :meth:`ModelStore.versions` ignores. Either way the registry pointer moves only after that.
@@ -16,7 +21,9 @@ version is whole only once its manifest exists, so a crash leaves something that
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -43,7 +50,9 @@ from .artifact import (
 __all__ = ["ModelStore"]
 
 TMP_PREFIX = ".tmp-"
+LOCK_SUFFIX = ".lock"
 REPORTS = "reports"
+log = logging.getLogger("hybridrec.modelstore")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -148,7 +157,8 @@ class ModelStore:
         """Write ``model`` as a new, verified artifact; return its manifest.
 
         Raises :class:`ArtifactError` if ``version`` exists already. On any failure no
-        version appears (a local ``.tmp-*`` may remain; :meth:`clean_tmp` removes it).
+        version appears; a local writer killed midway leaves a ``.tmp-*`` that the next
+        write removes (see :meth:`clean_tmp`).
         """
         version = _check_name(new_version_id() if version is None else version, "version")
         if self.exists(version):
@@ -157,10 +167,22 @@ class ModelStore:
             return self._write_remote(model, metrics, extra, version)
         root = Path(self.root)
         root.mkdir(parents=True, exist_ok=True)
+        removed = self.clean_tmp()
+        if removed:
+            log.info("removed %d temporary directories of dead writers: %s", len(removed), removed)
         tmp = root / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
-        save_model(model, tmp, version=version, metrics=metrics, extra=extra)
-        _fsync_tree(tmp)
-        self._publish_dir(tmp, root / version)
+        lock = Path(f"{tmp}{LOCK_SUFFIX}")
+        with open(lock, "wb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # before the directory exists
+            try:
+                save_model(model, tmp, version=version, metrics=metrics, extra=extra)
+                _fsync_tree(tmp)
+                self._publish_dir(tmp, root / version)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            finally:
+                lock.unlink(missing_ok=True)
         return verify_artifact(root / version, with_optimizer=True)
 
     def _publish_dir(self, tmp: Path, final: Path) -> None:
@@ -270,16 +292,53 @@ class ModelStore:
     # -- housekeeping -------------------------------------------------------------------
 
     def clean_tmp(self, older_than: float = 3600.0) -> list[str]:
-        """Remove ``.tmp-*`` left by crashed writes, older than ``older_than`` seconds."""
-        if not self.is_local or not Path(self.root).is_dir():
+        """Remove the ``.tmp-*`` directories of dead writers; return their names.
+
+        A directory whose ``.lock`` no process holds is stale at once (its writer died);
+        one without a ``.lock`` (an older release's writer) once older than
+        ``older_than`` seconds. A live writer's directory is never touched.
+        """
+        root = Path(self.root)
+        if not self.is_local or not root.is_dir():
             return []
         removed = []
         cutoff = time.time() - older_than
-        for p in Path(self.root).iterdir():
-            if p.name.startswith(TMP_PREFIX) and p.stat().st_mtime < cutoff:
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p.name)
+        for p in root.iterdir():
+            if not p.name.startswith(TMP_PREFIX) or p.name.endswith(LOCK_SUFFIX):
+                continue
+            lock = Path(f"{p}{LOCK_SUFFIX}")
+            try:
+                if not lock.exists():
+                    if p.lstat().st_mtime < cutoff:
+                        _remove(p)
+                        removed.append(p.name)
+                    continue
+                with open(lock, "rb") as fh:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live writer
+                    _remove(p)
+                    lock.unlink(missing_ok=True)
+                    removed.append(p.name)
+            except FileNotFoundError:  # finished or removed meanwhile
+                continue
+        for lock in root.glob(f"{TMP_PREFIX}*{LOCK_SUFFIX}"):  # a writer killed after rename
+            if not Path(str(lock)[: -len(LOCK_SUFFIX)]).exists():
+                try:
+                    with open(lock, "rb") as fh:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        lock.unlink(missing_ok=True)
+                except (BlockingIOError, FileNotFoundError):
+                    continue
         return sorted(removed)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _filesystem(url: str) -> Any:

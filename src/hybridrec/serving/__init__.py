@@ -2,7 +2,7 @@
 
 ``snapshot`` is pure numpy (no Redis, Flask or files); ``reloader`` and ``app`` wire it
 to the feature store, the registry and the model store; ``server`` runs the app under
-gunicorn with one BLAS thread per worker.
+granian or gunicorn with one BLAS thread per worker.
 
 Names are imported on first use: ``hybridrec serve`` must set up the environment
 (``PROMETHEUS_MULTIPROC_DIR``, BLAS threads) before ``prometheus_client`` and numpy load.

@@ -17,9 +17,8 @@ Which features a user has at serving time (the 16 cases of DESIGN.md):
 from __future__ import annotations
 
 import functools
-import hmac
-import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,27 +26,34 @@ from dataclasses import replace
 from functools import wraps
 from typing import Any
 
+import msgspec
 import pandas as pd
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..errors import HybridrecError, StoreUnavailable
+from .answers import add_metadata, presented, score_type
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .openapi import openapi_document
+from .openapi import FORCED_RELOAD_INTERVAL, openapi_document
 from .reloader import Reloader, ServingState, log_event
+from .security import Interval, TokenCheck
 from .snapshot import Recommendation, Snapshot, UnknownItem
 from .validation import (
     ApiError,
+    FeaturesBody,
+    InteractionsBody,
+    ItemFeaturesParams,
+    ItemMetadataParams,
+    MetadataBody,
+    NoParams,
     RecommendQuery,
-    parse_bool,
-    parse_features_body,
-    parse_id,
-    parse_id_list,
-    parse_interactions,
-    parse_json,
-    parse_k,
-    parse_recommend_body,
+    ReloadParams,
+    UserFeaturesParams,
+    check_body_size,
+    declarations,
+    decode_body,
+    decode_params,
 )
 
 __all__ = ["ServingContext", "create_app"]
@@ -74,6 +80,9 @@ class ServingContext:
         self.registry = parts["registry"]
         self.model_store = parts["model_store"]
         self._closers: list[Callable[[], None]] = parts.get("closers", [])
+        self.declarations = declarations(settings.max_k)
+        self.token = TokenCheck(settings.api_token) if settings.api_token else None
+        self.forced_reloads = Interval(FORCED_RELOAD_INTERVAL)
 
     def close(self) -> None:
         """Stop the background thread and close what :func:`create_app` opened."""
@@ -162,14 +171,24 @@ def create_app(
     registry: Any = None,
     model_store: Any = None,
     start_reloader: bool = True,
+    wait_ready: float = 0.0,
 ) -> Flask:
     """The API as a Flask app.
 
     Parts not passed are built from ``settings`` (default: the environment); the reloader
     thread starts at once and loads the registry's current version in the background
     (``/readyz`` answers 503 until then). ``app.extensions["hybridrec"].close()`` stops it.
+
+    ``wait_ready`` > 0: return only after the reloader's first registry check has ended
+    (the published version loaded, nothing published, or the load failed), waiting at most
+    that many seconds. A server worker does so before it takes requests, so that a
+    replacement worker never answers 503 while another worker has a model.
     """
     settings = settings or Settings.from_env()
+    if settings.redis_url is not None:  # a malformed URL stops the start, on one line
+        from ..store.connection import parse_redis_url
+
+        parse_redis_url(settings.redis_url)
     feature_store, background_store, registry, model_store, closers = _default_parts(
         settings, feature_store, registry, model_store
     )
@@ -182,6 +201,11 @@ def create_app(
         feature_store=background_store,
         metrics=metrics,
         reload_interval=settings.reload_interval,
+        snapshot_options={
+            "approximate": True,
+            "min_recall": settings.min_recall,
+            "ann_min_items": settings.ann_min_items,
+        },
     )
     ctx = ServingContext(
         settings,
@@ -201,6 +225,16 @@ def create_app(
     _install_routes(app, ctx)
     if start_reloader:
         reloader.start()
+        if wait_ready > 0:
+            started = time.monotonic()
+            result = reloader.reload_now(timeout=wait_ready)
+            log_event(
+                logging.INFO,
+                "worker_ready",
+                version=result.version,
+                waited_seconds=round(time.monotonic() - started, 3),
+                error=result.error,
+            )
     return app
 
 
@@ -212,14 +246,16 @@ def _json(payload: dict[str, Any], status: int = 200) -> Response:
 
     Scores are finite by construction (top-k drops non-finite ones), so NaN never leaks.
     """
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    return Response(body, status=status, mimetype="application/json")
+    return Response(msgspec.json.encode(payload), status=status, mimetype="application/json")
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode({"error": {"code": code, "message": message}}),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
 
 
 def _install_hooks(app: Flask, ctx: ServingContext) -> None:
@@ -239,7 +275,7 @@ def _install_hooks(app: Flask, ctx: ServingContext) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return _refuse(exc.status, exc.code, exc.message)
+        return _refuse(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -266,7 +302,9 @@ def _install_hooks(app: Flask, ctx: ServingContext) -> None:
         logging.getLogger("hybridrec.serving").debug("traceback", exc_info=exc)
         return _error(500, "internal", "internal error; the server log has the details")
 
-    def _refuse(status: int, code: str, message: str) -> Response:
+    def _refuse(
+        status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
         metrics.errors.labels(code).inc()
         log_event(
             logging.INFO if status < 500 else logging.WARNING,
@@ -277,19 +315,14 @@ def _install_hooks(app: Flask, ctx: ServingContext) -> None:
             path=request.path[:300],
             message=message[:300],
         )
-        return _error(status, code, message)
+        return _error(status, code, message, headers)
 
 
 def _authorized(ctx: ServingContext) -> None:
-    token = ctx.settings.api_token
-    if not token:
+    if ctx.token is None:
         return
     header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-    )
-    if not ok:
+    if not ctx.token.matches(header):
         raise ApiError(
             401,
             "unauthorized",
@@ -300,7 +333,8 @@ def _authorized(ctx: ServingContext) -> None:
 
 
 def _protected(ctx: ServingContext):
-    """Writes and admin calls need the bearer token when one is configured."""
+    """Writes, admin calls and reads of a user's data need the bearer token when one is
+    configured (the operations marked ``guarded`` in :func:`.openapi.operations`)."""
 
     def decorate(view):
         @wraps(view)
@@ -313,11 +347,16 @@ def _protected(ctx: ServingContext):
     return decorate
 
 
-def _body(ctx: ServingContext) -> dict[str, Any]:
+def _body(ctx: ServingContext, tp: Any) -> Any:
+    """The JSON body as ``tp`` (a Struct type or a Decoder of one)."""
     limit = ctx.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
-    return parse_json(request.content_type, request.get_data(cache=False), limit)
+    check_body_size(request.content_length, limit)
+    return decode_body(tp, request.content_type, request.get_data(cache=False), limit)
+
+
+def _params(tp: Any, **path: str) -> Any:
+    """The path and query parameters as ``tp``."""
+    return decode_params(tp, path, request.args)
 
 
 def _snapshot(ctx: ServingContext) -> Snapshot:
@@ -333,17 +372,24 @@ def _snapshot(ctx: ServingContext) -> Snapshot:
 
 
 def _store_call(ctx: ServingContext, where: str, call: Callable[[], Any]) -> Any:
-    """A feature-store call for a write or a lookup with no fallback: 503 when down."""
+    """A feature-store call for a write or a lookup with no fallback: 503 when down.
+
+    The details (which may name the store's address) go to the log, never to the client.
+    """
     try:
         return call()
     except StoreUnavailable as exc:
         ctx.reloader.store_failed(where, exc)
         raise ApiError(
-            503, "store_unavailable", f"the feature store is unavailable: {exc}"
+            503,
+            "store_unavailable",
+            "the feature store (Redis) is unavailable; retry later (the server log says why)",
         ) from None
     except HybridrecError as exc:
         ctx.reloader.store_failed(where, exc)
-        raise ApiError(503, "store_error", str(exc)) from None
+        raise ApiError(
+            503, "store_error", "the feature store (Redis) refused a command; see the server log"
+        ) from None
 
 
 # -- recommendations ---------------------------------------------------------------------------
@@ -364,17 +410,36 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     exclude = list(query.exclude)
     if query.exclude_seen:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
-    rec = snap.recommend(uid, features, query.k, exclude=exclude, items=query.items, history=seen)
+    rec = snap.recommend(
+        uid, features, query.k, exclude=exclude, items=query.items, history=seen, exact=query.exact
+    )
     _count(ctx, rec, degraded)
+    items = [{"item_id": i, "score": s} for i, s in rec.items]
+    if not degraded:
+        _add_metadata(ctx, items)
     return {
         "user_id": uid,
         "model_version": snap.version,
         "strategy": rec.strategy,
+        "score_type": score_type(rec, snap),
         "user_case": rec.user_case,
-        "items": [{"item_id": i, "score": s} for i, s in rec.items],
+        "retrieval": rec.retrieval,
+        "items": items,
         "unscorable": rec.unscorable,
         "degraded": degraded,
     }
+
+
+def _add_metadata(ctx: ServingContext, items: list[dict[str, Any]], *more: str) -> list:
+    """:func:`~hybridrec.serving.answers.add_metadata` from the store (one HMGET); without
+    the store the answer goes out without metadata."""
+    if not ctx.state.store_ok:
+        return [None] * len(more)
+    try:
+        return add_metadata(items, ctx.feature_store.metadata_of, more)
+    except (HybridrecError, ValueError) as exc:
+        ctx.reloader.store_failed("metadata", exc)
+        return [None] * len(more)
 
 
 def _user_context(ctx: ServingContext, user_id: str):
@@ -392,6 +457,7 @@ def _user_context(ctx: ServingContext, user_id: str):
 def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
     m = ctx.metrics
     m.count_recommendation(rec.strategy, rec.user_case, degraded)
+    m.count_retrieval(rec.retrieval)
     if rec.unknown_user_features:
         m.unknown_features.labels("user").inc(rec.unknown_user_features)
 
@@ -400,64 +466,82 @@ def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:
 
 
 def _install_routes(app: Flask, ctx: ServingContext) -> None:
-    settings = ctx.settings
     protected = _protected(ctx)
+    decl = ctx.declarations
 
     @app.get("/v1/users/<user_id>/recommendations")
     def user_recommendations(user_id: str):
-        args = request.args
+        p = _params(decl.UserRecommendationParams, user_id=user_id)
         query = RecommendQuery(
-            user_id=parse_id(user_id, "user_id"),
-            features=None,
-            k=parse_k(args.get("k"), settings.max_k),
-            exclude=parse_id_list(args.get("exclude"), "exclude"),
-            exclude_seen=parse_bool(args.get("exclude_seen"), "exclude_seen", True),
-            items=None,
+            user_id=p.user_id, k=p.k, exclude=p.exclude, exclude_seen=p.exclude_seen, exact=p.exact
         )
         return _json(_recommend(ctx, query))
 
     @app.post("/v1/recommendations")
     def recommendations():
-        query = parse_recommend_body(_body(ctx), settings.max_k)
-        return _json(_recommend(ctx, query))
+        _params(NoParams)
+        return _json(_recommend(ctx, _body(ctx, decl.recommendation_request)))
 
     @app.get("/v1/items/<item_id>/similar")
     def similar_items(item_id: str):
-        item_id = parse_id(item_id, "item_id")
-        k = parse_k(request.args.get("k"), settings.max_k)
+        p = _params(decl.SimilarParams, item_id=item_id)
+        item_id = p.item_id
         snap = _snapshot(ctx)
         if item_id not in snap and ctx.state.store_ok and ctx.reloader.catch_up():
             snap = _snapshot(ctx)  # it may have been put through another worker just now
         try:
-            items = snap.similar(item_id, k)
+            items = snap.similar(item_id, p.k)
         except UnknownItem:
-            raise ApiError(
-                404,
-                "not_found",
-                f"item {item_id!r} is not recommendable: unknown to the model and without "
-                "features in the store, or deleted",
-            ) from None
-        return jsonify(
+            raise _not_similar(ctx, snap, item_id) from None
+        neighbours = [{"item_id": i, "score": s} for i, s in items]
+        (own,) = _add_metadata(ctx, neighbours, item_id)
+        return _json(
             {
                 "item_id": item_id,
+                **presented(own),
                 "model_version": snap.version,
-                "items": [{"item_id": i, "score": s} for i, s in items],
+                "score_type": "cosine",
+                "items": neighbours,
             }
         )
 
-    for kind, singular in (("users", "user"), ("items", "item")):
-        _feature_routes(app, ctx, protected, kind, singular)
+    for kind, singular, params in (
+        ("users", "user", UserFeaturesParams),
+        ("items", "item", ItemFeaturesParams),
+    ):
+        _feature_routes(app, ctx, protected, kind, singular, params)
+
+    @app.get("/v1/items/<item_id>/metadata")
+    def get_item_metadata(item_id: str):
+        item_id = _params(ItemMetadataParams, item_id=item_id).item_id
+        found = _store_call(ctx, "metadata", lambda: ctx.feature_store.get_metadata(item_id))
+        if found is None:
+            raise ApiError(404, "not_found", f"no metadata for item {item_id!r}")
+        return jsonify({"item_id": item_id, "metadata": found})
+
+    @app.put("/v1/items/<item_id>/metadata")
+    @protected
+    def put_item_metadata(item_id: str):
+        item_id = _params(ItemMetadataParams, item_id=item_id).item_id
+        metadata = _body(ctx, MetadataBody).metadata
+        fs = ctx.feature_store
+        _store_call(ctx, "metadata", lambda: fs.put_metadata(item_id, metadata))
+        return jsonify({"item_id": item_id, "metadata": metadata})
 
     @app.post("/v1/interactions")
     @protected
     def interactions():
-        rows = parse_interactions(_body(ctx), now=int(time.time()))
+        _params(NoParams)
+        body = _body(ctx, InteractionsBody)
+        now = int(time.time())
+        rows = [i.row(now) for i in body.interactions]
         frame = pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "timestamp"])
         n = _store_call(ctx, "interactions", lambda: ctx.feature_store.add_interactions(frame))
-        return jsonify({"accepted": int(n)}), 202
+        return _json({"accepted": int(n)}, 202)
 
     @app.get("/v1/model")
     def model_info():
+        _params(NoParams)
         snap = _snapshot(ctx)
         manifest = snap.manifest or {}
         sizes = manifest.get("sizes", {})
@@ -475,13 +559,27 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "metrics": manifest.get("metrics", {}),
                 "store": "ok" if ctx.state.store_ok else "unavailable",
                 "blas_threads": _blas_threads(),
+                "fallback": ctx.state.fallback,
+                "retrieval": snap.retrieval.as_dict(),
             }
         )
 
     @app.post("/v1/admin/reload")
     @protected
     def admin_reload():
-        force = parse_bool(request.args.get("force"), "force", False)
+        force = _params(ReloadParams).force
+        if force:
+            left = ctx.forced_reloads.take()
+            if left > 0:
+                wait = math.ceil(left)
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"a forced reload rebuilds the whole snapshot, so each worker runs at most "
+                    f"one every {FORCED_RELOAD_INTERVAL:.0f} s; retry in {wait} s (a reload "
+                    "without force=true loads any new version at once)",
+                    headers={"Retry-After": str(wait)},
+                )
         # below gunicorn's 30 s worker timeout; the load goes on in the background
         result = ctx.reloader.reload_now(timeout=20.0, force=force)
         if result.error is not None:
@@ -504,6 +602,8 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "status": "ready",
                 "model_version": snap.version,
                 "store": "ok" if ctx.state.store_ok else "unavailable",
+                # not None: the registry's current version fails to load; an older one serves
+                "fallback": ctx.state.fallback,
             }
         )
 
@@ -514,39 +614,84 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
             ctx.metrics.snapshot_age.set(time.time() - snap.loaded_at)
         return Response(ctx.metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
+    document = openapi_document(ctx.settings)
+
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(openapi_document(settings))
+        return jsonify(document)
+
+    # the operator's routes and the web console (issue 13): serving/operate.py, console/
+    from .console import install_console
+    from .operate import install_operator_routes
+
+    install_operator_routes(app, ctx, protected)
+    install_console(app)
 
 
-def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singular: str):
+def _not_similar(ctx: ServingContext, snap: Snapshot, item_id: str) -> ApiError:
+    """Why ``item_id`` has no neighbours: unknown, deleted, or no feature the model knows."""
+    try:
+        stored = ctx.feature_store.get_features("items", item_id)
+    except (HybridrecError, ValueError):
+        stored = None  # the store is down: say what this worker knows
+    if stored:
+        vocabulary = snap.model.item_space_.vocabulary
+        known = sum(1 for name in stored if name in vocabulary)
+        if known == 0:
+            return ApiError(
+                404,
+                "unscorable",
+                f"item {item_id!r} has {len(stored)} features in the store, but model "
+                f"{snap.version} knows none of them, so it cannot represent the item; it "
+                "becomes similar-able once it has a feature the model was trained with, or "
+                "after a retrain that includes its features",
+            )
+        return ApiError(
+            404,
+            "not_found",
+            f"item {item_id!r} was put a moment ago and this worker has not loaded it yet; "
+            "retry in a second",
+        )
+    return ApiError(
+        404,
+        "not_found",
+        f"item {item_id!r} is unknown to model {snap.version} and has no features in the "
+        "store (or it was deleted)",
+    )
+
+
+def _feature_routes(
+    app: Flask, ctx: ServingContext, protected, kind: str, singular: str, params: type
+):
     key = f"{singular}_id"
     path = f"/v1/{kind}/<{key}>/features"
     fs = ctx.feature_store
 
     def get_features(**view_args: str):
-        entity_id = parse_id(view_args[key], key)
+        entity_id = getattr(_params(params, **view_args), key)
         found = _store_call(ctx, "features", lambda: fs.get_features(kind, entity_id))
         if found is None:
             raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")
         return jsonify({key: entity_id, "features": found})
 
     def put_features(**view_args: str):
-        entity_id = parse_id(view_args[key], key)
-        features = parse_features_body(_body(ctx))
+        entity_id = getattr(_params(params, **view_args), key)
+        features = _body(ctx, FeaturesBody).features
         _store_call(ctx, "features", lambda: fs.put_features(kind, entity_id, features))
+        out: dict[str, Any] = {key: entity_id, "features": features}
         if kind == "items":
             ctx.reloader.wake()
-            snap = ctx.state.snapshot
-            if snap is not None:  # names the model cannot use: counted, never an error
-                vocabulary = snap.model.item_space_.vocabulary
-                unknown = sum(1 for name in features if name not in vocabulary)
-                if unknown:
-                    ctx.metrics.unknown_features.labels("item").inc(unknown)
-        return jsonify({key: entity_id, "features": features})
+        snap = ctx.state.snapshot
+        if snap is not None:  # names the model cannot use: counted and told, never an error
+            space = snap.model.item_space_ if kind == "items" else snap.model.user_space_
+            unknown = sum(1 for name in features if name not in space.vocabulary)
+            out["unknown_features"] = unknown
+            if unknown:
+                ctx.metrics.unknown_features.labels(singular).inc(unknown)
+        return jsonify(out)
 
     def delete_features(**view_args: str):
-        entity_id = parse_id(view_args[key], key)
+        entity_id = getattr(_params(params, **view_args), key)
         existed = _store_call(ctx, "features", lambda: fs.delete_features(kind, entity_id))
         if not existed:
             raise ApiError(404, "not_found", f"no {singular} {entity_id!r} in the feature store")
@@ -554,7 +699,8 @@ def _feature_routes(app: Flask, ctx: ServingContext, protected, kind: str, singu
             ctx.reloader.wake()
         return "", 204
 
-    app.add_url_rule(path, f"get_{singular}_features", get_features, methods=["GET"])
+    get_view = protected(get_features) if kind == "users" else get_features  # a user's data
+    app.add_url_rule(path, f"get_{singular}_features", get_view, methods=["GET"])
     app.add_url_rule(path, f"put_{singular}_features", protected(put_features), methods=["PUT"])
     app.add_url_rule(
         path, f"delete_{singular}_features", protected(delete_features), methods=["DELETE"]

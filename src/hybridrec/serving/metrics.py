@@ -124,9 +124,35 @@ class Metrics:
             registry=r,
             **live,
         )
+        self.model_fallback = Gauge(
+            "hybridrec_model_fallback",
+            "1 while the registry's current version fails to load and this worker serves "
+            "an older healthy version instead.",
+            registry=r,
+            **live,
+        )
         self.store_down = Gauge(
             "hybridrec_store_degraded",
             "1 while the feature store is unreachable and answers are degraded.",
+            registry=r,
+            **live,
+        )
+        self.retrievals = Counter(
+            "hybridrec_retrievals",
+            "Personalized answers by the search that gave them (exact, approximate).",
+            ["retrieval"],
+            registry=r,
+        )
+        self.retrieval_recall = Gauge(
+            "hybridrec_retrieval_recall",
+            "Recall@10 of this worker's index against exact scoring, measured on a sample "
+            "of users when the model version was loaded (1 when serving exactly).",
+            registry=r,
+            **live,
+        )
+        self.retrieval_approximate = Gauge(
+            "hybridrec_retrieval_approximate",
+            "1 while this worker answers from an approximate index, 0 when exactly.",
             registry=r,
             **live,
         )
@@ -152,6 +178,17 @@ class Metrics:
                 strategy, user_case, "true" if degraded else "false"
             )
         child.inc()
+
+    def count_retrieval(self, retrieval: str) -> None:
+        key = ("retrieval", retrieval)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.retrievals.labels(retrieval)
+        child.inc()
+
+    def set_retrieval(self, approximate: bool, recall: float | None) -> None:
+        self.retrieval_approximate.set(1 if approximate else 0)
+        self.retrieval_recall.set(1.0 if recall is None else recall)
 
     def set_model(self, version: str, loaded_at: float) -> None:
         if self._version is not None and self._version != version:

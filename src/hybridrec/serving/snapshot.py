@@ -1,34 +1,34 @@
 """The serving snapshot: everything a request needs from one model version, frozen.
 
-A :class:`Snapshot` holds the item representations of a model version with biases folded
-in (rows ``[q_i, b_i, 1]``, float32, C-contiguous), the id maps, the popularity baseline
-and latent norms for similar items. A request builds one user vector ``[q_u, 1, b_u]``,
-scores the item rows, masks exclusions and takes the top k.
+A :class:`Snapshot` holds the item rows of a model version with biases folded in
+(``[q_i, b_i, 1]``, float32), the id maps, the popularity baseline and a
+:class:`~hybridrec.serving.retrieval.Retriever` over those rows. A request builds one
+user vector ``[q_u, 1, b_u]``, asks the retriever for the top k with its exclusions
+masked, and gets exact scores back. Which retriever (exact scan, bounded scan, or an
+HNSW index whose recall is measured here against exact scoring) is chosen once per
+model version by :meth:`Snapshot.from_model`; see :mod:`hybridrec.serving.retrieval`.
 
-Scoring is exact but does not read every item row on large catalogs (see
-:class:`_Bounds`): an upper bound of every score is computed from ``r + 2`` floats per
-item (the first ``r`` principal directions of the latent vectors, the bias, and a
-Cauchy-Schwarz bound on the rest), and only the few items whose bound reaches the k-th
-best exact score are scored in full. At 100k items that reads 10 floats per item instead
-of 66, and the bound array fits in the CPU cache.
+The model's items are the **base** rows: read-only, memory-mapped from the serving files
+saved with the artifact when there is a directory (N workers share one copy). New and
+changed catalog items arrive between trainings; they are **appended** to a small private
+segment whose rows, once written, never change; a snapshot sees the rows below its own
+length, so appending for the next snapshot never disturbs a request reading the current
+one. Appended rows are scored exactly beside the base retriever's answer. A changed
+item gets a new row and its old row joins the snapshot's ``dead`` rows (masked out at
+scoring time, inside the base retriever's search); a deleted item only joins ``dead``.
+When the appended segment's spare capacity is used up, or its dead rows exceed a quarter
+of it, :meth:`Snapshot.with_items` compacts it into a fresh segment; dead base rows stay
+masked until the next model version rebuilds the base and its index. Memory is
+therefore bounded and every change is visible in the very next snapshot.
 
-New and changed catalog items arrive between trainings. They are **appended** to an
-:class:`_ItemTable` whose rows, once written, never change; a snapshot sees the rows below
-its own length, so appending for the next snapshot never disturbs a request that is
-reading the current one. A changed item gets a new row and its old row joins the
-snapshot's ``dead`` rows (masked out at scoring time); a deleted item only joins
-``dead``. When the table's spare capacity is used up, or dead rows exceed a quarter of
-it, :meth:`Snapshot.with_items` compacts: the live rows are copied into a fresh table.
-Memory is therefore bounded (at most two tables while old requests finish) and every
-change is visible in the very next snapshot.
-
-Pure numpy: no Redis, Flask or files here. Which features a user has is decided by the
+Pure numpy: no Redis or Flask here (the serving files are read through
+:mod:`hybridrec.serving.retrieval.files`). Which features a user has is decided by the
 caller (see :meth:`Snapshot.recommend`).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,16 +38,32 @@ import numpy as np
 from ..model.features import Features
 from ..model.foldin import fold_in_vector, latent_centroid
 from ..model.hybrid import HybridLightFM
+from .retrieval import (
+    EF_LADDER,
+    BoundedScan,
+    ExactScan,
+    Hits,
+    Query,
+    Retriever,
+    ann_available,
+    exact_scores,
+    load_or_build,
+    merge,
+    top_k,
+    tune_ef,
+)
 
-__all__ = ["Recommendation", "Snapshot", "UnknownItem"]
+__all__ = ["Recommendation", "RetrievalInfo", "Snapshot", "UnknownItem", "release_memory"]
+
+log = logging.getLogger("hybridrec.serving")
 
 _MIN_SPARE = 1024
 _SPARE_FRACTION = 0.25  # spare rows and the dead-row share that triggers a compaction
-_BOUND_DIMS = 8  # principal directions kept in the bound array
+_BOUND_DIMS = 8  # principal directions kept by the bounded scan
 _BOUND_MIN_ROWS = 4096  # below this a full product is as fast as the bounded scan
-# The bound must hold for float32 arithmetic too: every rounding error in the scan and
-# in the exact product is below 1e-5 of the terms' magnitude, so this margin is safe.
-_BOUND_MARGIN = 1e-4
+ANN_MIN_ITEMS = 50_000  # from this many items on, an HNSW index is tried
+MIN_RECALL = 0.98
+RECALL_USERS = 200  # users whose recall@10 is measured for every snapshot of a version
 
 
 class UnknownItem(KeyError):
@@ -63,143 +79,110 @@ class Recommendation:
     strategy: str  # "personalized" | "baseline"
     user_case: str  # one of hybridrec.model.USER_CASES
     unknown_user_features: int = 0
+    retrieval: str = "exact"  # "exact" | "approximate": which search answered
 
 
-class _Bounds:
-    """Upper bounds of ``q_u . q_i + b_i`` for all items from ``r + 2`` floats per item.
+@dataclass(frozen=True)
+class RetrievalInfo:
+    """How a model version's snapshots find the top k (``/v1/model`` shows it)."""
 
-    With ``V`` the principal directions of the item latent vectors (eigenvectors of
-    ``Q^T Q``, largest first), ``q_u . q_i = (V^T q_u) . (V^T q_i)``; the first ``r``
-    coordinates are kept per item and the rest is bounded by Cauchy-Schwarz:
-    ``|rest_u . rest_i| <= |rest_u| |rest_i|``. ``columns`` is ``(r + 2, capacity)``
-    float32, one contiguous row per coordinate (a streaming scan), rows
-    ``V_r^T q_i``, ``b_i`` and ``|rest_i|``.
-    """
+    strategy: str  # "exact" | "bounded" | "hnsw"
+    kind: str  # "exact" | "approximate"
+    min_recall: float
+    recall: float | None = None  # measured recall@10 of the index (None: no index tried)
+    ef: int | None = None  # the index's search expansion
+    recall_users: int = 0
+    fallback: str | None = None  # why an index that was tried is not used
+    build_seconds: float = 0.0  # building the serving files (0: loaded them)
+    check_seconds: float = 0.0  # measuring recall
+    mapped: bool = False  # item rows (and index) memory-mapped from files
 
-    def __init__(self, factors: np.ndarray, dims: int, capacity: int):
-        q = factors[:, :-2].astype(np.float64)
-        d = q.shape[1]
-        dims = max(0, min(dims, d))
-        _, vectors = np.linalg.eigh(q.T @ q)
-        self.rotation = np.ascontiguousarray(vectors[:, ::-1])  # (d, d) float64
-        self.rotation32 = self.rotation.astype(np.float32)
-        self.dims = dims
-        self.columns = np.zeros((dims + 2, capacity), dtype=np.float32)
-        self.max_norm = 0.0  # of the latent vectors |q_i|
-        self.max_bias = 0.0  # of |b_i|
-        self.write(0, factors)
-
-    def write(self, start: int, rows: np.ndarray) -> None:
-        """Bound columns of ``rows`` (``(m, d + 2)`` item rows) at ``start``."""
-        if not len(rows):
-            return
-        q = rows[:, :-2].astype(np.float64)
-        rotated = q @ self.rotation
-        r, end = self.dims, start + len(rows)
-        self.columns[:r, start:end] = rotated[:, :r].T
-        self.columns[r, start:end] = rows[:, -2]
-        self.columns[r + 1, start:end] = np.linalg.norm(rotated[:, r:], axis=1)
-        self.max_norm = max(self.max_norm, float(np.linalg.norm(q, axis=1).max()))
-        self.max_bias = max(self.max_bias, float(np.abs(rows[:, -2]).max()))
-
-    def scan(self, uvec: np.ndarray, length: int) -> tuple[np.ndarray, float]:
-        """``(bounds of the first length items, margin)``: ``score_i - b_u`` is at most
-        ``bound_i + margin``, float32 rounding included.
-        """
-        q = uvec[:-2]
-        rotated = q @ self.rotation32
-        r = self.dims
-        rest = rotated[r:]
-        head = np.empty(r + 2, dtype=np.float32)
-        head[:r] = rotated[:r]
-        head[r:] = (1.0, math.sqrt(float(rest @ rest)))
-        bounds = head @ self.columns[:, :length]
-        scale = math.sqrt(float(q @ q)) * self.max_norm + self.max_bias + abs(float(uvec[-1]))
-        return bounds, _BOUND_MARGIN * scale + 1e-30
+    def as_dict(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "kind": self.kind,
+            "recall_at_10": None if self.recall is None else round(self.recall, 4),
+            "min_recall": self.min_recall,
+            "ef": self.ef,
+            "recall_users": self.recall_users,
+            "fallback": self.fallback,
+            "build_seconds": round(self.build_seconds, 3),
+            "check_seconds": round(self.check_seconds, 3),
+            "mapped": self.mapped,
+        }
 
 
 class _ItemTable:
-    """Append-only item rows with spare capacity.
+    """The model's item rows (``base``, never written; possibly a read-only map) and an
+    append-only segment with spare capacity for catalog changes.
 
-    Only the snapshot at the tip (``length == table.length``) may append; rows below
-    ``length`` are never written again, so snapshots sharing the table stay valid.
-    ``bound_dims``: keep a :class:`_Bounds` array with that many principal directions
-    (``None``: none; scoring then always reads every row).
+    Row ``r < n_base`` is ``base[r]``, row ``n_base + j`` is ``extra[j]``. Only the
+    snapshot at the tip (``length == table.length``) may append; rows below ``length``
+    are never written again, so snapshots sharing the table stay valid.
     """
 
     def __init__(
         self,
-        factors: np.ndarray,
-        popularity: np.ndarray,
-        ids: Sequence[str],
-        from_store: np.ndarray | None = None,
-        bound_dims: int | None = None,
+        base: np.ndarray,
+        base_popularity: np.ndarray,
+        base_ids: Sequence[str],
+        extra: Sequence[tuple[str, np.ndarray, float]] = (),
     ):
-        n, width = factors.shape
-        capacity = n + max(_MIN_SPARE, int(n * _SPARE_FRACTION))
-        self.factors = np.zeros((capacity, width), dtype=np.float32)
-        self.factors[:n] = factors
-        self.popularity = np.zeros(capacity, dtype=np.float32)
-        self.popularity[:n] = popularity
-        self.norms = np.ones(capacity, dtype=np.float32)
-        q_norms = np.linalg.norm(factors[:, :-2], axis=1)
-        self.norms[:n] = np.where(q_norms > 0, q_norms, 1.0)
-        self.from_store = np.zeros(capacity, dtype=bool)
-        if from_store is not None:
-            self.from_store[:n] = from_store
-        self.ids: list[str] = list(ids)
+        self.base = base
+        self.base_popularity = base_popularity
+        self.base_ids = base_ids
+        self.n_base = n = int(base.shape[0])
+        width = base.shape[1]
+        capacity = len(extra) + max(_MIN_SPARE, int(n * _SPARE_FRACTION))
+        self.extra = np.zeros((capacity, width), dtype=np.float32)
+        self.extra_popularity = np.zeros(capacity, dtype=np.float32)
+        self.extra_ids: list[str] = []
         self.length = n
-        self.bound_dims = bound_dims
-        self.bounds = None if bound_dims is None else _Bounds(factors, bound_dims, capacity)
+        self._norms: np.ndarray | None = None  # of the base latent vectors, for similar()
+        self.append(extra)
 
     @property
     def capacity(self) -> int:
-        return self.factors.shape[0]
+        return self.n_base + self.extra.shape[0]
 
-    def append(self, rows: list[tuple[str, np.ndarray, float]]) -> None:
-        start = self.length
+    def append(self, rows: Sequence[tuple[str, np.ndarray, float]]) -> None:
+        at = self.length - self.n_base
         for offset, (item_id, vec, pop) in enumerate(rows):
-            at = start + offset
-            self.factors[at] = vec
-            self.popularity[at] = pop
-            norm = float(np.linalg.norm(vec[:-2]))
-            self.norms[at] = norm if norm > 0 else 1.0
-            self.from_store[at] = True
-            self.ids.append(item_id)
-        if self.bounds is not None and rows:
-            self.bounds.write(start, self.factors[start : start + len(rows)])
-        self.length = start + len(rows)
+            self.extra[at + offset] = vec
+            self.extra_popularity[at + offset] = pop
+            self.extra_ids.append(item_id)
+        self.length += len(rows)
 
-    def top_k(
-        self, uvec: np.ndarray, length: int, k: int, masked: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(rows, exact scores)`` of the ``k`` best of the first ``length`` rows, best
-        first, ties by row; ``masked`` rows never. ``None`` when the bounds cannot help
-        (no bound array, k too large, fewer than k finite candidates, or so loose a bound
-        that a full product is cheaper): then score every row.
+    def id_of(self, row: int) -> str:
+        return self.base_ids[row] if row < self.n_base else self.extra_ids[row - self.n_base]
 
-        Exact: the k best bounds are scored in full; their worst exact score is a lower
-        bound of the k-th best, so only rows whose bound reaches it can be in the top k,
-        and those are scored in full too. Full scores are summed in float64 and rounded
-        to float32, so an item's score does not depend on which rows were read with it
-        (a float32 product can differ in the last bit from one set of rows to another).
-        """
-        if self.bounds is None or length < 8 * k:
-            return None
-        bounds, margin = self.bounds.scan(uvec, length)
-        if masked.size:
-            bounds[masked] = -np.inf
-        first = _top_k(bounds, k)
-        if first.size < k:
-            return None
-        u64 = uvec.astype(np.float64)
-        floor = float((self.factors[first] @ u64).min()) - float(uvec[-1]) - margin
-        rows = np.flatnonzero(bounds >= floor)
-        if rows.size > length // 4:  # a bound this loose reads more than a full product
-            return None
-        scores = (self.factors[rows] @ u64).astype(np.float32)
-        top = _top_k(scores, k)
-        return rows[top], scores[top]
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), d + 2)`` float32 rows of either segment."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and int(rows.max()) < self.n_base:
+            return np.asarray(self.base[rows])
+        out = np.empty((rows.size, self.base.shape[1]), dtype=np.float32)
+        in_base = rows < self.n_base
+        out[in_base] = self.base[rows[in_base]]
+        out[~in_base] = self.extra[rows[~in_base] - self.n_base]
+        return out
+
+    def popularity(self, length: int) -> np.ndarray:
+        """Popularity of the first ``length`` rows (a new array)."""
+        return np.concatenate(
+            [self.base_popularity, self.extra_popularity[: length - self.n_base]]
+        ).astype(np.float32)
+
+    def norms(self, length: int) -> np.ndarray:
+        """Latent norms (0 replaced by 1) of the first ``length`` rows."""
+        if self._norms is None:  # computed on first use: a benign race at worst
+            norms = np.empty(self.n_base, dtype=np.float32)
+            for start in range(0, self.n_base, 65536):
+                q = np.asarray(self.base[start : start + 65536, :-2], dtype=np.float32)
+                norms[start : start + len(q)] = np.linalg.norm(q, axis=1)
+            self._norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
+        extra = np.linalg.norm(self.extra[: length - self.n_base, :-2], axis=1)
+        return np.concatenate([self._norms, np.where(extra > 0, extra, 1.0)]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -218,6 +201,8 @@ class Snapshot:
     _base: Mapping[str, int] = field(repr=False)  # id -> row of the model's items
     _overlay: Mapping[str, int] = field(repr=False)  # id -> row (-1: gone), wins over _base
     _dead: np.ndarray = field(repr=False)  # sorted int64 rows masked out at scoring
+    _retriever: Retriever = field(repr=False)  # over the base rows
+    retrieval: RetrievalInfo = field(repr=False)
     changed_at: float = 0.0  # time.time() of the last catalog change applied
     _centroid: np.ndarray | None = field(default=None, repr=False)  # fold-in, (d,)
 
@@ -230,27 +215,52 @@ class Snapshot:
         *,
         version: str | None = None,
         manifest: dict | None = None,
-        bound_dims: int | None = None,
+        directory: str | None = None,
+        strategy: str | None = None,
+        approximate: bool = False,
+        min_recall: float = MIN_RECALL,
+        ann_min_items: int = ANN_MIN_ITEMS,
+        ann_options: dict | None = None,
+        ef_ladder: Sequence[int] = EF_LADDER,
+        recall_users: int = RECALL_USERS,
     ) -> Snapshot:
         """The snapshot of a fitted model's known items with their training features.
 
-        ``bound_dims``: principal directions of the bounded scan (see :class:`_Bounds`);
-        ``None`` chooses: from 4096 items on, the bounded scan with 8 directions if it is
-        faster than a full product on a few of the model's own users, measured here (how
-        well the bound prunes depends on the model); 0 turns it off. Results are the same
-        either way.
+        ``directory``: the artifact's local directory; the item rows (and the index)
+        are then saved there once and memory-mapped (see
+        :mod:`hybridrec.serving.retrieval.files`); None keeps them in memory.
+
+        ``strategy``: ``"exact"``, ``"bounded"`` or ``"hnsw"`` forces one; None chooses:
+        with ``approximate`` and at least ``ann_min_items`` items an HNSW index, served
+        if its recall@10 on ``recall_users`` of the model's users reaches ``min_recall``
+        at some expansion of ``ef_ladder``; otherwise (or on a fallback), from 4096
+        items on the bounded scan if it is faster than a full product on a few of the
+        model's own users, else the full product. Exact strategies give the same items
+        and scores.
         """
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
         ids = model.item_space_.entities.external
-        factors = model.item_factors()
+        n = len(ids)
+        want_ann = strategy == "hnsw" or (
+            strategy is None and approximate and n >= ann_min_items and ann_available()
+        )
+        files = load_or_build(
+            directory, model.item_factors, n, with_index=want_ann, ann_options=ann_options
+        )
+        rows = files.items
         popularity = model.baseline_scores()
         # A known item with an empty row (no indicator, no feature) cannot be scored.
         empty = np.flatnonzero(np.diff(model.item_matrix_.indptr) == 0).astype(np.int64)
         now = time.time()
-        choose = bound_dims is None
-        if choose:
-            bound_dims = _BOUND_DIMS if len(ids) >= _BOUND_MIN_ROWS else 0
-        table = _ItemTable(factors, popularity, ids, bound_dims=bound_dims or None)
+        info = RetrievalInfo(
+            "exact",
+            "exact",
+            min_recall,
+            build_seconds=files.build_seconds,
+            mapped=files.directory is not None,
+        )
+        retriever: Retriever = ExactScan(rows)
+        table = _ItemTable(rows, popularity, ids)
         snap = cls(
             model=model,
             version=version or str(manifest.get("version", "unversioned")),
@@ -261,13 +271,55 @@ class Snapshot:
             _base=model.item_space_.entities._index,
             _overlay={},
             _dead=empty,
+            _retriever=retriever,
+            retrieval=info,
             changed_at=now,
-            _centroid=latent_centroid(factors) if len(ids) else None,
+            _centroid=latent_centroid(rows) if n else None,
         )
-        if choose and bound_dims:
-            plain = replace(snap, _table=_ItemTable(factors, popularity, ids))
-            return snap if _faster(snap, plain) else plain
+        if files.index is not None:
+            started = time.perf_counter()
+            vectors = snap._recall_vectors(recall_users)
+            check = tune_ef(files.index, vectors, min_recall, 10, ef_ladder)
+            info = replace(
+                info,
+                recall=check.recall,
+                ef=check.ef,
+                recall_users=check.users,
+                check_seconds=time.perf_counter() - started,
+            )
+            if check.index is not None:
+                info = replace(info, strategy="hnsw", kind="approximate")
+                return replace(snap, _retriever=check.index, retrieval=info)
+            info = replace(
+                info,
+                fallback=f"recall@10 {check.recall:.4f} < {min_recall} at every expansion "
+                f"({', '.join(map(str, check.tried))}): exact scoring",
+            )
+            log.warning("%s", f"model {snap.version}: {info.fallback}")
+            snap = replace(snap, retrieval=info)
+        if strategy == "bounded" or (strategy is None and n >= _BOUND_MIN_ROWS):
+            bounded = replace(
+                snap,
+                _retriever=BoundedScan(rows, _BOUND_DIMS),
+                retrieval=replace(info, strategy="bounded"),
+            )
+            if strategy == "bounded" or _faster(bounded, snap):
+                return bounded
         return snap
+
+    def _recall_vectors(self, n_users: int) -> np.ndarray:
+        """User vectors (training features) of up to ``n_users`` of the model's users,
+        spread evenly over them (the same users in every worker)."""
+        model = self.model
+        users = model.user_space_.entities.external
+        picks = np.unique(np.linspace(0, len(users) - 1, min(n_users, len(users))).astype(int))
+        out = []
+        for i in picks.tolist():
+            vec = model.user_vector(model.user_row(users[i]))
+            if vec is not None:
+                out.append(vec)
+        width = self._table.base.shape[1]
+        return np.asarray(out, dtype=np.float32).reshape(-1, width)
 
     def with_items(self, changes: Mapping[str, Features | None]) -> Snapshot:
         """A new snapshot with ``changes`` applied: ``{item_id: features}`` puts the item
@@ -285,18 +337,23 @@ class Snapshot:
         # sparse product for all their [q_i, b_i, 1] vectors
         puts = {str(i): f for i, f in changes.items() if f is not None}
         matrix = model.item_space_.matrix(ids, puts)
-        vectors = model.item_factors(matrix)
         scorable = np.diff(matrix.indptr) > 0
         old_rows = np.asarray([-1 if (r := self._row(i)) is None else r for i in ids], np.int64)
-        had = old_rows >= 0
-        same = np.zeros(len(ids), dtype=bool)
-        if had.any():  # unchanged (within float noise): keep the row, no churn
+        known = model.item_space_.entities
+        # a model item still on its training row whose feature row is unchanged keeps it
+        # (compared as sparse rows: a whole-catalog sync costs no vectors for them)
+        same = _same_training_rows(model, matrix, ids, old_rows)
+        vectors = np.zeros((len(ids), table.base.shape[1]), dtype=np.float32)
+        todo = np.flatnonzero(~same & scorable)
+        if todo.size:
+            vectors[todo] = model.item_factors(matrix[todo])
+        had = np.flatnonzero((old_rows >= 0) & ~same & scorable)
+        if had.size:  # unchanged (within float noise): keep the row, no churn
             same[had] = np.all(
-                np.isclose(table.factors[old_rows[had]], vectors[had], rtol=1e-6, atol=1e-6),
+                np.isclose(table.vectors(old_rows[had]), vectors[had], rtol=1e-6, atol=1e-6),
                 axis=1,
             )
         appends: list[tuple[str, np.ndarray, float]] = []
-        known = model.item_space_.entities
         for n, item_id in enumerate(ids):
             old = int(old_rows[n])
             if not scorable[n] or not same[n]:
@@ -305,11 +362,8 @@ class Snapshot:
                     overlay[item_id] = -1
             if not scorable[n] or same[n]:
                 continue
-            if old >= 0:
-                pop = float(table.popularity[old])
-            else:  # new, or a known item deleted earlier and put back
-                idx = known.get(item_id)
-                pop = float(model.popularity_[idx]) if idx is not None else 0.0
+            idx = known.get(item_id)  # a known item keeps its training popularity
+            pop = float(model.popularity_[idx]) if idx is not None else 0.0
             appends.append((item_id, vectors[n], pop))
         for raw_id, features in changes.items():
             if features is None:
@@ -321,45 +375,44 @@ class Snapshot:
         if not appends and len(dead) == self._dead.size:
             return self
 
-        table, length = self._table, self._length
+        length = self._length
         fits = length == table.length and length + len(appends) <= table.capacity
-        too_dead = len(dead) > _SPARE_FRACTION * max(length, 1)
+        extra = length - table.n_base
+        dead_extra = sum(1 for r in dead if r >= table.n_base)
+        too_dead = dead_extra > _MIN_SPARE // 4 and dead_extra > _SPARE_FRACTION * extra
         if fits and not too_dead:
             for offset, (item_id, _, _) in enumerate(appends):
                 overlay[item_id] = length + offset
             table.append(appends)
-            return self._next(table, length + len(appends), self._base, overlay, dead)
+            return self._next(table, length + len(appends), overlay, dead)
         return self._compacted(overlay, dead, appends)
 
-    def _next(self, table, length, base, overlay, dead) -> Snapshot:
+    def _next(self, table, length, overlay, dead) -> Snapshot:
         return replace(
             self,
             _table=table,
             _length=length,
-            _base=base,
             _overlay=overlay,
             _dead=np.fromiter(sorted(dead), dtype=np.int64, count=len(dead)),
             changed_at=time.time(),
         )
 
     def _compacted(self, overlay, dead, appends) -> Snapshot:
-        """Copy the live rows and ``appends`` into a fresh table."""
-        alive = np.ones(self._length, dtype=bool)
-        if dead:
-            alive[np.fromiter(dead, dtype=np.int64, count=len(dead))] = False
-        rows = np.flatnonzero(alive)
+        """The live appended rows and ``appends`` copied into a fresh segment; the base
+        rows (and their index) are shared, dead base rows stay masked."""
         src = self._table
-        width = src.factors.shape[1]
-        ids = [src.ids[r] for r in rows] + [item_id for item_id, _, _ in appends]
-        new_rows = np.asarray([v for _, v, _ in appends], np.float32).reshape(-1, width)
-        factors = np.concatenate([src.factors[rows], new_rows])
-        popularity = np.concatenate(
-            [src.popularity[rows], np.asarray([p for _, _, p in appends], np.float32)]
-        )
-        from_store = np.concatenate([src.from_store[rows], np.ones(len(appends), dtype=bool)])
-        table = _ItemTable(factors, popularity, ids, from_store, src.bound_dims)
-        index = {item_id: row for row, item_id in enumerate(ids)}
-        return self._next(table, table.length, index, {}, ())
+        n_base = src.n_base
+        kept = [
+            (src.extra_ids[j], src.extra[j], float(src.extra_popularity[j]))
+            for j in range(self._length - n_base)
+            if n_base + j not in dead
+        ]
+        table = _ItemTable(src.base, src.base_popularity, src.base_ids, kept + list(appends))
+        overlay = {i: r for i, r in overlay.items() if r < 0 and i in self._base}
+        for offset, item_id in enumerate(table.extra_ids):
+            overlay[item_id] = n_base + offset
+        dead_base = {r for r in dead if r < n_base}
+        return self._next(table, table.length, overlay, dead_base)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -391,31 +444,33 @@ class Snapshot:
     @property
     def overlay_items(self) -> int:
         """Live items whose row came from the feature store rather than the artifact."""
-        origin = self._table.from_store
-        return int(origin[: self._length].sum() - origin[self._dead].sum())
+        n_base = self._table.n_base
+        return self._length - n_base - int(np.count_nonzero(self._dead >= n_base))
 
     def item_vector(self, item_id: str) -> np.ndarray:
         """The ``[q_i, b_i, 1]`` row (float32) of a scorable item; raises UnknownItem."""
         row = self._row(str(item_id))
         if row is None:
             raise UnknownItem(item_id)
-        return self._table.factors[row].copy()
+        return self._table.vectors(np.asarray([row]))[0].copy()
+
+    def _live_rows(self, start: int = 0) -> np.ndarray:
+        alive = np.ones(self._length - start, dtype=bool)
+        dead = self._dead[self._dead >= start] - start
+        alive[dead] = False
+        return np.flatnonzero(alive) + start
 
     def store_only_ids(self) -> list[str]:
         """Ids of live items the model does not know (added from the feature store)."""
-        t = self._table
-        rows = np.flatnonzero(t.from_store[: self._length])
-        if self._dead.size:
-            rows = rows[~np.isin(rows, self._dead)]
         known = self.model.item_space_.entities
-        return [t.ids[r] for r in rows.tolist() if t.ids[r] not in known]
+        t = self._table
+        ids = (t.id_of(r) for r in self._live_rows(t.n_base).tolist())
+        return [i for i in ids if i not in known]
 
     def item_ids(self) -> list[str]:
         """Ids of every item that can be recommended, in row order."""
-        ids = self._table.ids
-        alive = np.ones(self._length, dtype=bool)
-        alive[self._dead] = False
-        return [ids[r] for r in np.flatnonzero(alive)]
+        t = self._table
+        return [t.id_of(r) for r in self._live_rows().tolist()]
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -447,6 +502,26 @@ class Snapshot:
         cols = m.indices[m.indptr[idx] : m.indptr[idx + 1]]
         return self.model.item_space_.entities.convert_to_external(cols)
 
+    def search(self, vector: np.ndarray, k: int, excluded: np.ndarray, exact: bool) -> Hits:
+        """The ``k`` best live rows not in ``excluded`` (int64 rows) for ``vector``:
+        the base retriever (an exact scan when ``exact``) over the model's items, an
+        exact scan over the appended ones, merged."""
+        masked = self._dead
+        if excluded.size:
+            masked = np.union1d(masked, excluded)
+        n_base = self._table.n_base
+        split = int(np.searchsorted(masked, n_base))
+        retriever = self._retriever
+        if exact and retriever.kind != "exact":
+            retriever = ExactScan(retriever.rows)
+        hits = retriever.search(Query(vector, masked[:split]), k)
+        extra = self._length - n_base
+        if extra:
+            scan = ExactScan(self._table.extra[:extra])
+            found = scan.search(Query(vector, masked[split:] - n_base), k)
+            hits = merge(hits, Hits(found.rows + n_base, found.scores), k)
+        return hits
+
     def recommend(
         self,
         user_id: str | None,
@@ -456,6 +531,7 @@ class Snapshot:
         exclude: Iterable[str] = (),
         items: Sequence[str] | None = None,
         history: Iterable[str] = (),
+        exact: bool = False,
     ) -> Recommendation:
         """Top ``k`` items for a user; ``features`` as in :meth:`user_vector`.
 
@@ -463,7 +539,8 @@ class Snapshot:
         scoring to these candidates; those that cannot be scored come back in
         ``unscorable`` (in request order, duplicates dropped). ``history``: items the user
         interacted with; a user the model cannot otherwise place (no indicator, no known
-        feature) is folded in from them instead of getting the baseline.
+        feature) is folded in from them instead of getting the baseline. ``exact``
+        scores every item even when the snapshot serves from an index.
         """
         uvec, case, unknown = self.user_vector(user_id, features)
         if uvec is None and history:
@@ -471,18 +548,15 @@ class Snapshot:
         unscorable: list[str] = []
         excluded = self._rows_of(exclude)
         if items is None and uvec is not None:
-            masked = np.concatenate([self._dead, excluded]) if excluded.size else self._dead
-            found = self._table.top_k(uvec, self._length, k, masked)
-            if found is not None:
-                rows_out, top_scores = found
-                return self._recommendation(rows_out, top_scores, unscorable, uvec, case, unknown)
-        if items is None:
-            if uvec is None:
-                scores = self._table.popularity[: self._length].copy()
-            else:
-                scores = self._table.factors[: self._length] @ uvec
+            hits = self.search(uvec, k, excluded, exact)
+            return self._recommendation(hits, unscorable, uvec, case, unknown)
+        if items is None:  # the baseline: popularity over every live item
+            scores = self._table.popularity(self._length)
             scores[self._dead] = -np.inf
-            row_ids = None
+            if excluded.size:
+                scores[excluded] = -np.inf
+            top = top_k(scores, k)
+            hits = Hits(top, scores[top])
         else:
             rows: list[int] = []
             seen_ids: set[str] = set()
@@ -497,26 +571,25 @@ class Snapshot:
                     rows.append(row)
             row_ids = np.asarray(rows, dtype=np.int64)
             if uvec is None:
-                scores = self._table.popularity[row_ids]
+                pop = self._table.popularity(self._length)
+                scores = pop[row_ids] if row_ids.size else np.zeros(0, np.float32)
             else:
-                scores = self._table.factors[row_ids] @ uvec
-        if excluded.size:
-            if row_ids is None:
-                scores[excluded] = -np.inf
-            else:
+                scores = exact_scores(self._table.vectors(row_ids), np.arange(row_ids.size), uvec)
+            if excluded.size:
                 scores[np.isin(row_ids, excluded)] = -np.inf
-        top = _top_k(scores, k)
-        rows_out = top if row_ids is None else row_ids[top]
-        return self._recommendation(rows_out, scores[top], unscorable, uvec, case, unknown)
+            top = top_k(scores, k)
+            hits = Hits(row_ids[top], scores[top])
+        return self._recommendation(hits, unscorable, uvec, case, unknown)
 
-    def _recommendation(self, rows, scores, unscorable, uvec, case, unknown) -> Recommendation:
-        ids = self._table.ids
+    def _recommendation(self, hits: Hits, unscorable, uvec, case, unknown) -> Recommendation:
+        t = self._table
         return Recommendation(
-            items=[(ids[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)],
+            items=[(t.id_of(r), s) for r, s in zip(hits.rows.tolist(), hits.scores.tolist())],
             unscorable=unscorable,
             strategy="baseline" if uvec is None else "personalized",
             user_case=case,
             unknown_user_features=unknown,
+            retrieval="approximate" if hits.approximate else "exact",
         )
 
     def fold_in(self, history: Iterable[str]) -> np.ndarray | None:
@@ -524,7 +597,7 @@ class Snapshot:
         rows = self._rows_of(history)
         if self._centroid is None or rows.size == 0:
             return None
-        return fold_in_vector(self._table.factors[rows], self._centroid).astype(np.float32)
+        return fold_in_vector(self._table.vectors(rows), self._centroid).astype(np.float32)
 
     def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` items nearest to ``item_id`` by cosine of latent vectors."""
@@ -532,16 +605,46 @@ class Snapshot:
         if row is None:
             raise UnknownItem(item_id)
         t = self._table
-        q = t.factors[: self._length, :-2]
-        sims = (q @ t.factors[row, :-2]) / (t.norms[: self._length] * t.norms[row])
+        target = t.vectors(np.asarray([row]))[0, :-2]
+        n_base, length = t.n_base, self._length
+        dots = np.concatenate([t.base[:, :-2] @ target, t.extra[: length - n_base, :-2] @ target])
+        norms = t.norms(length)
+        sims = dots / (norms * norms[row])
         sims[self._dead] = -np.inf
         sims[row] = -np.inf
-        top = _top_k(sims, k)
-        return [(t.ids[r], float(sims[r])) for r in top.tolist()]
+        top = top_k(sims, k)
+        return [(t.id_of(r), float(sims[r])) for r in top.tolist()]
 
     def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
         rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
         return np.asarray(rows, dtype=np.int64)
+
+
+def release_memory() -> None:
+    """Hand the heap that building a snapshot freed back to the system (glibc keeps
+    it otherwise: a whole-catalog sync leaves ~100 MB per worker at 100k items)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _same_training_rows(model, matrix, ids: list[str], old_rows: np.ndarray) -> np.ndarray:
+    """``(len(ids),)`` bool: item ``n`` is a model item served from its training row
+    (``old_rows[n]`` is its own index) and ``matrix[n]`` equals that row (1e-6)."""
+    idx = model.item_space_.entities.convert_to_internal(ids, missing=-1)
+    on_training_row = (idx >= 0) & (old_rows == idx)
+    same = np.zeros(len(ids), dtype=bool)
+    picked = np.flatnonzero(on_training_row)
+    if picked.size:
+        diff = (matrix[picked] - model.item_matrix_[idx[picked]]).tocsr()
+        diff.data = (np.abs(diff.data) > 1e-6).astype(np.float32)
+        same[picked] = np.asarray(diff.sum(axis=1)).ravel() == 0
+    return same
 
 
 def _faster(a: Snapshot, b: Snapshot, n_users: int = 24, k: int = 10) -> bool:
@@ -566,40 +669,3 @@ def _faster(a: Snapshot, b: Snapshot, n_users: int = 24, k: int = 10) -> bool:
 def _contains(sorted_rows: np.ndarray, row: int) -> bool:
     at = int(np.searchsorted(sorted_rows, row))
     return at < sorted_rows.size and int(sorted_rows[at]) == row
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best finite scores, best first; of tied scores the lower
-    positions come first and are the ones kept at the k-th place.
-
-    Exact. For long score vectors, the k-th best of a strided sample is a lower bound of
-    the k-th best overall (the sample's k best are among all scores), so only the scores
-    at or above it can be in the top k: one comparison pass leaves a few hundred
-    candidates for ``argpartition``, which is several times faster than partitioning
-    100k scores.
-    """
-    n = scores.shape[0]
-    if n == 0 or k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k >= n:
-        part = np.arange(n)
-    else:
-        sample_size = max(n // 64, 8 * k)
-        if n >= 4 * sample_size:
-            sample = scores[:: n // sample_size]
-            bound = np.partition(sample, sample.shape[0] - k)[sample.shape[0] - k]
-            candidates = np.flatnonzero(scores >= bound)
-        else:
-            candidates = np.arange(n)
-        if candidates.shape[0] > k:
-            # candidates are in position order: of the scores tied with the k-th best,
-            # the first ones are kept (argpartition would pick any of them)
-            values = scores[candidates]
-            kth = np.partition(values, values.shape[0] - k)[values.shape[0] - k]
-            above = candidates[values > kth]
-            part = np.concatenate([above, candidates[values == kth][: k - above.shape[0]]])
-        else:
-            part = candidates
-    part = part[np.isfinite(scores[part])]
-    order = np.lexsort((part, -scores[part]))
-    return part[order]

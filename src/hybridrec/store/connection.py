@@ -40,16 +40,17 @@ import errno
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -64,7 +65,9 @@ __all__ = [
     "connect",
     "embedded_status",
     "is_cluster",
+    "parse_redis_url",
     "redact_url",
+    "RedisURL",
     "redis_errors",
     "stop_embedded",
 ]
@@ -112,95 +115,213 @@ def is_cluster(client: Any) -> bool:
 
 # -------------------------------------------------------------------------------- URLs
 
+_URL_HINT = (
+    "use redis://[[user]:password@]host[:port][/db], rediss://..., "
+    "unix://[[user]:password@]/path/to/redis.sock[?db=N] or "
+    "redis+cluster://[[user]:password@]host:port[,host:port...]"
+)
+_ENCODE_HINT = (
+    "percent-encode the user and password ('/' as %2F, '?' as %3F, '#' as %23, "
+    "'@' as %40, '%' as %25)"
+)
+_SECRET_OPTIONS = ("password", "ssl_password")
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A Redis URL parsed once: what :func:`connect` needs, and a form safe to print.
+
+    ``hosts`` holds ``(host, port)`` pairs (one, or a cluster's seed nodes); ``socket`` the
+    path of a ``unix://`` URL; ``options`` the other query options (redis-py's connection
+    options); ``shown`` the URL as given with every secret replaced by ``***``.
+    """
+
+    scheme: str
+    shown: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    socket: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # ssl_password=
+
+    @property
+    def cluster(self) -> bool:
+        return self.scheme.endswith("+cluster")
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme.startswith("rediss")
+
+    def redacted(self) -> str:
+        """The URL with every secret (password, ``password=`` options) as ``***``."""
+        return self.shown
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` / ``RedisCluster`` (no hosts or socket)."""
+        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+        kwargs: dict[str, Any] = {}
+        if self.username is not None:
+            kwargs["username"] = self.username
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if not self.cluster:
+            kwargs["db"] = self.db
+        for name, value in self.options:
+            parser = URL_QUERY_ARGUMENT_PARSERS.get(name, str)
+            try:
+                kwargs[name] = parser(value)
+            except (TypeError, ValueError):
+                raise _malformed(self.shown, f"bad value for option {name!r}") from None
+        if self.tls:
+            kwargs["ssl"] = True
+        return kwargs
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """Parse ``url`` (see the module docstring for the forms), or raise
+    :class:`StoreUnavailable` with one line that never shows a secret."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise _malformed(_redact_raw(url), f"unknown scheme {scheme + '://' if sep else '(none)'}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced '[' of an IPv6 address
+        raise _malformed(_redact_raw(url), str(exc)) from None
+    if "@" in url[len(scheme) + 3 + len(parts.netloc) :]:
+        # an '@' after the authority: the user or password holds an unencoded / ? or #
+        raise _malformed(_redact_raw(url), f"'@' after the host; {_ENCODE_HINT}")
+    userinfo, at, hostpart = parts.netloc.rpartition("@")
+    username = password = None
+    shown_auth = ""
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+        shown_auth = f"{user}:***@" if colon else f"{user}@"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    shown_query = "&".join(
+        f"{k}=***" if k in _SECRET_OPTIONS else f"{k}={quote(v, safe='/:,')}" for k, v in query
+    )
+    shown = f"{scheme}://{shown_auth}{hostpart}{parts.path}" + (
+        f"?{shown_query}" if shown_query else ""
+    )
+    options = []
+    db_option = None
+    for name, value in query:
+        if name == "password":
+            password = value
+        elif name == "username":
+            username = value
+        elif name == "db":
+            db_option = value
+        else:
+            options.append((name, value))
+    common = {
+        "scheme": scheme,
+        "shown": shown,
+        "username": username,
+        "password": password,
+        "options": tuple(options),
+    }
+    if scheme == "unix":
+        if hostpart or not parts.path:
+            raise _malformed(shown, "no socket path (unix:///path/to/redis.sock)")
+        return RedisURL(socket=unquote(parts.path), db=_db(db_option or "0", shown), **common)
+    hosts = tuple(_host_port(h, shown) for h in hostpart.split(",") if h)
+    if not hosts:
+        raise _malformed(shown, "no host" if not scheme.endswith("cluster") else
+                         "name at least one cluster node as host:port")  # fmt: skip
+    path = parts.path.strip("/")
+    if scheme.endswith("+cluster"):
+        if path not in ("", "0") or db_option not in (None, "0"):
+            raise _malformed(shown, "a Redis Cluster has only database 0")
+        return RedisURL(hosts=hosts, **common)
+    if len(hosts) > 1:
+        raise _malformed(shown, "several hosts: use redis+cluster:// for a Redis Cluster")
+    if path and not path.isdigit():
+        raise _malformed(shown, f"the path must be a database number, not {parts.path!r}")
+    return RedisURL(hosts=hosts, db=_db(db_option or path or "0", shown), **common)
+
+
+def _db(text: str, shown: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise _malformed(shown, f"the database must be a number, not {text[:20]!r}")
+    return int(text)
+
+
+def _host_port(text: str, shown: str) -> tuple[str, int]:
+    if text.startswith("["):  # [::1]:7000
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.partition(":")
+    if not host:
+        raise _malformed(shown, "no host")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise _malformed(shown, f"bad port {port[:20]!r}")
+    return unquote(host), int(port) if port else 6379
+
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe to print."""
+    """``url`` with every secret replaced by ``***``, safe to print, even when malformed.
+
+    A URL that does not parse shows only what follows its last ``@`` (where a password
+    with unencoded ``/``, ``?`` or ``#`` ends), with ``password=`` options hidden.
+    """
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if not parts.scheme:  # nothing URL-like to redact around: show it as given
-        return url if "@" not in url else "<URL without a scheme>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hosts = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hosts}" if ":" in userinfo or user else f"***@{hosts}"
-    query = "&".join(
-        f"{k}=***" if k == "password" else f"{k}={v}"
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+        return parse_redis_url(url).redacted()
+    except StoreUnavailable:
+        return _redact_raw(url)
 
 
-def _malformed(url: str, problem: str) -> StoreUnavailable:
-    return StoreUnavailable(
-        f"malformed Redis URL {redact_url(url)!r}: {problem}; use redis://host:port/db, "
-        "rediss://..., unix:///path/to/redis.sock or redis+cluster://host:port[,host:port]"
-    )
+def _redact_raw(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    rest = re.sub(r"((?:^|[?&;])(?:ssl_)?password=)[^&;#]*", r"\1***", rest)
+    return f"{scheme}{sep}{rest}"
 
 
-def _cluster_client(url: str, defaults: dict[str, Any]) -> RedisCluster:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    kwargs: dict[str, Any] = dict(defaults)
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-        user, _, password = userinfo.partition(":")
-        if user:
-            kwargs["username"] = unquote(user)
-        if password:
-            kwargs["password"] = unquote(password)
-    nodes = []
-    for hostport in filter(None, netloc.split(",")):
-        if hostport.startswith("["):  # [::1]:7000
-            host, _, rest = hostport[1:].partition("]")
-            port = rest.removeprefix(":")
-        else:
-            host, _, port = hostport.partition(":")
+def _malformed(shown: str, problem: str) -> StoreUnavailable:
+    return StoreUnavailable(f"malformed Redis URL {shown!r}: {problem}; {_URL_HINT}")
+
+
+def _client(url: RedisURL, options: dict[str, Any], node: int | None = None):
+    """A client for ``url`` (``node``: a plain client on that cluster seed, for a probe)."""
+    if url.scheme == "unix":
+        return redis.Redis(unix_socket_path=url.socket, **options)
+    if url.cluster and node is None:
+        nodes = [ClusterNode(h, p) for h, p in url.hosts]
+        return RedisCluster(startup_nodes=nodes, **options)
+    host, port = url.hosts[node or 0]
+    return redis.Redis(host=host, port=port, **options)
+
+
+def _probe(url: RedisURL, options: dict[str, Any]) -> None:
+    """PING within the connect timeout, without retries: a server that never answers
+    (a ``rediss://`` URL on a plain port waits in the TLS handshake) fails fast."""
+    quick = dict(options)
+    quick["socket_timeout"] = quick.get("socket_connect_timeout", CONNECT_TIMEOUT)
+    quick["retry"] = Retry(NoBackoff(), 0)
+    quick.pop("retry_on_timeout", None)
+    failure: Exception | None = None
+    for node in range(len(url.hosts) if url.cluster else 1):  # one answering seed is enough
+        probe = _client(url, quick, node)
         try:
-            nodes.append(ClusterNode(host, int(port) if port else 6379))
-        except ValueError:
-            raise _malformed(url, f"bad port in {hostport!r}") from None
-    if not nodes:
-        raise _malformed(url, "name at least one cluster node as host:port")
-    if parts.path not in ("", "/", "/0"):
-        raise _malformed(url, "a Redis Cluster has only database 0")
-    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
-
-    for name, value in parse_qsl(parts.query):
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(name, str)
-        try:
-            kwargs[name] = parser(value)
-        except (TypeError, ValueError):
-            raise _malformed(url, f"bad value for {name!r}") from None
-    kwargs.pop("db", None)
-    if parts.scheme == "rediss+cluster":
-        kwargs["ssl"] = True
-    return RedisCluster(startup_nodes=nodes, **kwargs)
-
-
-def _client_from_url(url: str, defaults: dict[str, Any]) -> redis.Redis | RedisCluster:
-    try:
-        scheme = urlsplit(url).scheme
-    except ValueError as exc:
-        raise _malformed(url, str(exc)) from None
-    if scheme not in _SCHEMES:
-        raise _malformed(url, f"unknown scheme {scheme + '://' if scheme else '(none)'}")
-    if scheme.endswith("+cluster"):
-        return _cluster_client(url, defaults)
-    if scheme in ("redis", "rediss"):
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise _malformed(url, "no host")
-        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
-            raise _malformed(url, f"the path must be a database number, not {parts.path!r}")
-    if scheme == "unix" and not urlsplit(url).path:
-        raise _malformed(url, "no socket path")
-    try:
-        return redis.Redis.from_url(url, **defaults)
-    except ValueError as exc:
-        raise _malformed(url, _one_line(exc)) from None
+            probe.ping()
+            return
+        except (redis.RedisError, OSError) as exc:
+            failure = exc
+            if isinstance(exc, redis.AuthenticationError):
+                break
+        finally:
+            probe.close()
+    assert failure is not None
+    raise failure
 
 
 # --------------------------------------------------------------------------- connect
@@ -223,19 +344,28 @@ def connect(settings: Settings) -> redis.Redis | RedisCluster:
         server = EmbeddedServer(settings.data_dir)
         server.start()
         return server.client(**defaults)
-    url = settings.redis_url
-    where = f"Redis at {redact_url(url)}"
-    hint = "check --redis-url / HYBRIDREC_REDIS_URL and that the server is running"
+    url = parse_redis_url(settings.redis_url)
+    options = {**defaults, **url.client_options()}
+    where = f"Redis at {url.redacted()}"
     try:
-        client = _client_from_url(url, defaults)
-        client.ping()
-    except StoreUnavailable:
-        raise
+        _probe(url, options)
+        return _client(url, options)
+    except TypeError as exc:  # an option redis-py does not take
+        raise _malformed(url.redacted(), f"unknown option ({_one_line(exc)})") from None
     except redis.AuthenticationError as exc:
-        raise StoreUnavailable(f"{where} refused the credentials ({_one_line(exc)})") from None
+        if url.password is None:
+            raise StoreUnavailable(
+                f"{where} needs a password and the URL has none: put it in the URL "
+                f"(redis://:PASSWORD@host:port/db; {_ENCODE_HINT})"
+            ) from None
+        raise StoreUnavailable(
+            f"{where} refused the credentials: wrong password or user ({_one_line(exc)})"
+        ) from None
     except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        hint = "check --redis-url / HYBRIDREC_REDIS_URL and that the server is running"
+        if url.tls and isinstance(exc, redis.TimeoutError):
+            hint = "is that port plain TCP? rediss:// needs a TLS port (else use redis://)"
         raise StoreUnavailable(f"cannot reach {where}: {_one_line(exc)}; {hint}") from None
-    return client
 
 
 def stop_embedded(settings: Settings, timeout: float = START_TIMEOUT) -> bool:
@@ -271,7 +401,8 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, command: str = "redis") -> bool:
+    """True while ``pid`` runs a command whose name contains ``command`` ("" for any)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -285,7 +416,7 @@ def _pid_alive(pid: int) -> bool:
         except OSError:
             return False
         name, _, rest = stat.partition(") ")
-        return "redis" in name and rest[:1] not in ("Z", "X")
+        return command in name and rest[:1] not in ("Z", "X")
     return True
 
 

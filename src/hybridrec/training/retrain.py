@@ -1,12 +1,14 @@
 """One retraining cycle, and the loop that runs it on a schedule.
 
 A cycle reads the interaction log and features from the store, holds out what the
-champion has not seen (the log entries appended after the ones it was trained on, or,
-for a champion trained from a file, the interactions newer than its newest timestamp;
-the newest ``holdout`` share when there is no champion), fits a challenger on the rest,
-evaluates challenger and champion on the same holdout, writes the challenger with a
-report (JSON + PNG), and publishes it only if it passes the quality gate. A refused
-challenger stays in the model store, marked ``refused`` in the registry.
+champion cannot have been trained on (the log entries appended after the ones it was
+trained on; for a champion trained from a file, the interactions newer than its newest
+timestamp; for a champion that records neither, the entries logged after retraining or
+``models promote`` first met it, and until there are enough of those the cycle is
+skipped; the newest ``holdout`` share when there is no champion), fits a challenger on
+the rest, evaluates challenger and champion on that same holdout, writes the challenger
+with a report (JSON + PNG), and publishes it only if it passes the quality gate. A
+refused challenger stays in the model store, marked ``refused`` in the registry.
 """
 
 from __future__ import annotations
@@ -20,13 +22,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import HybridrecError
-from .evaluation import SEGMENTS, evaluate, json_safe
+from ..store.log import newer_than, parse_cursor, read_training_interactions
+from .charts import metrics_chart
+from .evaluation import DEFAULT_SAMPLE_USERS, evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
-from .trainer import DEFAULT_PARAMS, data_summary, fit_model
+from .trainer import DEFAULT_PARAMS, data_summary, default_threads, fit_model, throughput
 
-__all__ = ["CycleResult", "retrain_once", "run_loop", "parse_interval", "render_chart"]
+__all__ = [
+    "CycleResult",
+    "UNSEEN_AFTER",
+    "mark_unseen_from_now",
+    "parse_interval",
+    "render_chart",
+    "retrain_once",
+    "run_loop",
+    "trained_on",
+]
 
 log = logging.getLogger("hybridrec.retrain")
 
@@ -52,56 +67,72 @@ def parse_interval(text: str) -> float:
 
 
 def render_chart(report: dict) -> bytes:
-    """PNG bytes: precision@k and AUC by segment for champion, challenger and baseline."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    series = [("challenger", report["challenger"]["metrics"])]
+    """PNG bytes: precision@k and AUC by segment for champion, challenger and popularity,
+    all measured on the cycle's holdout."""
+    challenger = report["challenger"]["metrics"]
+    series = [("challenger", challenger["segments"])]
     if report.get("champion"):
-        series.insert(0, ("champion", report["champion"]["metrics"]))
-    for ax, metric in zip(axes, ("precision", "auc")):
-        width = 0.8 / (len(series) + 1)
-        for n, (label, metrics) in enumerate(series):
-            vals = [metrics["segments"][s][metric] or 0.0 for s in SEGMENTS]
-            ax.bar([x + n * width for x in range(len(SEGMENTS))], vals, width, label=label)
-        base = [series[-1][1]["baseline"][s][metric] or 0.0 for s in SEGMENTS]
-        ax.bar(
-            [x + len(series) * width for x in range(len(SEGMENTS))], base, width, label="popularity"
-        )
-        ax.set_xticks(
-            [x + width * len(series) / 2 for x in range(len(SEGMENTS))],
-            [s.replace("_", "\n") for s in SEGMENTS],
-        )
-        ax.set_title("AUC" if metric == "auc" else f"precision@{report['k']}")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"cycle {report['started_at']}: {report['decision']['status']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+        series.insert(0, ("champion", report["champion"]["metrics"]["segments"]))
+    series.append(("popularity", challenger["baseline"]))
+    holdout = report.get("holdout") or {}
+    title = f"cycle {report['started_at']}: {report['decision']['status']}"
+    if holdout:
+        title += f"\nholdout: {holdout['rule']}, {holdout['interactions']:,} interactions"
+    return metrics_chart(series, ("precision", "auc"), report["k"], title)
 
 
-def _holdout(feature_store, interactions, seen_data: dict, holdout: float, log_last_id):
-    """``(older, newest, rule)``: what the champion has not seen, by the first rule that
-    applies: log entries after the last one it was trained on; interactions newer than its
-    newest timestamp; else the newest ``holdout`` share."""
-    since = seen_data.get("log_last_id")
-    if since and log_last_id:
-        newest = feature_store.read_interactions(since=since, until=log_last_id)
-        older = interactions.iloc[: len(interactions) - len(newest)].reset_index(drop=True)
-        return older, newest, "log entries after the champion's data"
+UNSEEN_AFTER = "unseen_after"
+"""Registry field of a model whose manifest does not say what it was trained on: the log
+cursor after which every entry is certainly unseen by it (recorded when it was promoted
+or first met by a retraining cycle; it had been trained by then)."""
+
+
+def trained_on(manifest: dict) -> dict:
+    """What a model's manifest records of its training data (``data_summary``), or ``{}``."""
+    data = (manifest.get("extra") or {}).get("data") or {}
+    known = data.get("log_last_id") or data.get("max_timestamp") is not None
+    return data if known else {}
+
+
+def mark_unseen_from_now(feature_store, registry, version: str, cursor: str | None = None) -> str:
+    """Record that log entries after ``cursor`` (default: the newest now) are unseen by
+    ``version``, a model that does not record its training data; keep an earlier mark.
+
+    Returns the cursor in force.
+    """
+    mark = (registry.info(version) or {}).get(UNSEEN_AFTER)
+    if mark:
+        return mark
+    cursor = cursor or feature_store.log_cursor()
+    registry.record(version, {UNSEEN_AFTER: cursor})
+    return cursor
+
+
+def _unseen_by_champion(feature_store, interactions, seen_data: dict, mark, log_last_id):
+    """``(older, newest, rule)`` with ``newest`` what the champion cannot have been trained
+    on: the log entries after the last one it read (or after its registry mark), and of
+    those, when its newest timestamp is known, only the newer ones (a log rebuilt from a
+    backup has new entry ids but the old timestamps). None when nothing is known (the
+    caller marks it and skips)."""
+    since = seen_data.get("log_last_id") or mark
     cutoff = seen_data.get("max_timestamp")
-    if cutoff is not None and "timestamp" in interactions:
-        is_new = interactions["timestamp"].to_numpy() > cutoff
-        return interactions[~is_new], interactions[is_new], "newer than the champion's data"
-    older, newest = time_holdout(interactions, holdout)
-    return older, newest, "newest share"
+    if not since and cutoff is None:
+        return None
+    unseen = np.ones(len(interactions), dtype=bool)
+    rules = []
+    if since:
+        # entry ids travel with the rows (archive and log alike): no second read of the log
+        unseen &= newer_than(interactions, parse_cursor(since))
+        rules.append(
+            "log entries after the champion's data"
+            if seen_data.get("log_last_id")
+            else f"log entries after {mark}, when its training data was unknown"
+        )
+    if cutoff is not None:
+        unseen &= interactions["timestamp"].to_numpy() > cutoff
+        rules.append("newer than its newest" if rules else "newer than the champion's data")
+    older = interactions[~unseen].reset_index(drop=True)
+    return older, interactions[unseen].reset_index(drop=True), ", ".join(rules)
 
 
 def retrain_once(
@@ -118,12 +149,20 @@ def retrain_once(
     min_interactions: int = 10,
     min_new_share: float = 0.01,
     seed: int | None = None,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    archive=None,
+    sample_users: int | None = DEFAULT_SAMPLE_USERS,
 ) -> CycleResult:
-    """Run one cycle; see the module docstring."""
+    """Run one cycle; see the module docstring. Interactions: ``archive`` (the log's
+    :class:`~hybridrec.store.log.Archive`, or None) plus the live log; rows training
+    cannot use are skipped and counted in the report's ``data.skipped_rows``."""
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.perf_counter()
-    interactions = feature_store.read_interactions()
+    num_threads = num_threads or default_threads()
+    interactions = read_training_interactions(feature_store, archive)
+    skipped = interactions.attrs.get("skipped") or {}
+    if sum(skipped.values()):
+        log.warning("retrain: skipped unusable log rows: %s", skipped)
     if len(interactions) < min_interactions:
         log.info("retrain: skipped, %d interactions in the log", len(interactions))
         return CycleResult("skipped", reasons=[f"only {len(interactions)} interactions"])
@@ -134,17 +173,33 @@ def retrain_once(
 
     champion_version = registry.current()
     champion = None
-    seen_data: dict = {}
-    if champion_version is not None:
+    if champion_version is None:
+        older, newest = time_holdout(interactions, holdout)
+        rule = f"newest {holdout:.0%}"
+    else:
+        # champion and challenger are judged on the same holdout, one the champion cannot
+        # have been trained on: never its own training data
         champion = model_store.load(champion_version, with_optimizer=warm_start)
-        seen_data = (champion.manifest_.get("extra") or {}).get("data") or {}
-    older, newest, rule = _holdout(feature_store, interactions, seen_data, holdout, log_last_id)
-    if champion is not None and rule != "newest share":
+        mark = (registry.info(champion_version) or {}).get(UNSEEN_AFTER)
+        split = _unseen_by_champion(
+            feature_store, interactions, trained_on(champion.manifest_), mark, log_last_id
+        )
+        if split is None:
+            cursor = mark_unseen_from_now(feature_store, registry, champion_version, log_last_id)
+            return _skip(
+                champion_version,
+                f"{champion_version} does not record what it was trained on: it will be "
+                f"judged only on interactions logged after entry {cursor} (none yet)",
+            )
+        older, newest, rule = split
         needed = max(min_interactions, int(min_new_share * len(interactions)))
         if len(newest) < needed:
-            reason = f"{len(newest)} new interactions since {champion_version}, need {needed}"
-            log.info("retrain: skipped, %s", reason)
-            return CycleResult("skipped", champion=champion_version, reasons=[reason])
+            return _skip(
+                champion_version,
+                f"{len(newest)} new interactions since {champion_version}, need {needed}",
+            )
+        if len(older) == 0:
+            return _skip(champion_version, "no interactions left to train a challenger on")
     merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
     merged.pop("random_state", None)
 
@@ -159,7 +214,12 @@ def retrain_once(
 
     probe = challenger_on(older)
     challenger_metrics = evaluate(
-        probe, newest, user_features=user_features, item_features=item_features, k=k
+        probe,
+        newest,
+        user_features=user_features,
+        item_features=item_features,
+        k=k,
+        sample_users=sample_users,
     )
     champion_metrics = (
         evaluate(
@@ -169,22 +229,27 @@ def retrain_once(
             item_features=item_features,
             k=k,
             model_version=champion_version,
+            sample_users=sample_users,
         )
         if champion is not None
         else None
     )
+    measured_on = {"rule": rule, "interactions": len(newest)}
+    for metrics in (challenger_metrics, champion_metrics):
+        if metrics is not None:
+            metrics["holdout"] = measured_on  # shown by 'models list' beside the numbers
     decision: GateDecision = quality_gate(challenger_metrics, champion_metrics, tolerance)
     final = challenger_on(interactions)
+    fit_cost = throughput(final)
     status = "published" if decision.passed else "refused"
     report = {
         "started_at": started,
         "k": k,
-        "holdout": {
-            "interactions": len(newest),
-            "rule": rule if rule != "newest share" else f"newest {holdout:.0%}",
-        },
+        "holdout": measured_on,
         "data": data_summary(interactions, log_last_id),
         "mode": "warm_start" if warm_start and champion is not None else "full",
+        "threads": num_threads,
+        "throughput": fit_cost,
         "params": merged,
         "challenger": {"metrics": challenger_metrics},
         "champion": (
@@ -201,16 +266,13 @@ def retrain_once(
     manifest = model_store.write(
         final,
         metrics=report["challenger"]["metrics"],
-        extra={"data": report["data"], "mode": report["mode"]},
+        extra={"data": report["data"], "mode": report["mode"], "throughput": fit_cost},
     )
     version = manifest["version"]
     report["challenger"]["version"] = version
     report["seconds"] = round(time.perf_counter() - t0, 3)
     model_store.write_report(version, "report.json", json.dumps(report, indent=2).encode())
-    try:
-        model_store.write_report(version, "report.png", render_chart(report))
-    except ImportError:
-        log.warning("retrain: matplotlib is missing, no chart (pip install 'hybridrec[plot]')")
+    model_store.write_report(version, "report.png", render_chart(report))
     info = {
         "status": status,
         "metrics": report["challenger"]["metrics"],
@@ -229,6 +291,11 @@ def retrain_once(
         "; " + "; ".join(decision.reasons) if decision.reasons else "",
     )
     return CycleResult(status, version, champion_version, decision.reasons, report)
+
+
+def _skip(champion_version: str, reason: str) -> CycleResult:
+    log.info("retrain: skipped, %s", reason)
+    return CycleResult("skipped", champion=champion_version, reasons=[reason])
 
 
 def run_loop(

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ..model.hybrid import HybridLightFM
-from .evaluation import evaluate
+from .evaluation import DEFAULT_SAMPLE_USERS, evaluate
 from .split import time_holdout
 
-__all__ = ["DEFAULT_PARAMS", "TrainResult", "train_model", "fit_model", "data_summary"]
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TrainResult",
+    "train_model",
+    "fit_model",
+    "data_summary",
+    "default_threads",
+    "throughput",
+]
 
 # Chosen on the bundled MovieLens sample (benchmarks/quality_defaults.py): features next
 # to an indicator get as much weight as the indicator on the user side and twice on the
@@ -32,6 +42,27 @@ DEFAULT_PARAMS: dict = {
 Features = Mapping[str, Mapping[str, float]]
 
 
+def default_threads() -> int:
+    """Training threads when none are asked for: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def throughput(model: HybridLightFM) -> dict:
+    """What a fit cost, for the manifest: interactions per epoch (distinct pairs),
+    seconds per epoch, and the median interactions per second."""
+    seconds = [round(s, 4) for s in getattr(model, "epoch_seconds_", [])]
+    n = int(getattr(model, "epoch_interactions_", 0))
+    median = statistics.median(seconds) if seconds else 0.0
+    return {
+        "interactions_per_epoch": n,
+        "epoch_seconds": seconds,
+        "interactions_per_second": round(n / median) if median > 0 else None,
+    }
+
+
 @dataclass(frozen=True)
 class TrainResult:
     model: HybridLightFM
@@ -46,14 +77,24 @@ def fit_model(
     params: Mapping | None = None,
     *,
     seed: int | None = None,
-    num_threads: int = 1,
-    callback: Callable[[int, float], None] | None = None,
+    num_threads: int | None = None,
+    callback: Callable[[int, float, float], None] | None = None,
 ) -> HybridLightFM:
-    """A :class:`HybridLightFM` with ``DEFAULT_PARAMS`` updated by ``params``, fitted."""
+    """A :class:`HybridLightFM` with ``DEFAULT_PARAMS`` updated by ``params``, fitted
+    with ``num_threads`` (default: :func:`default_threads`);
+    ``callback(epoch, seconds, interactions_per_second)`` after each epoch."""
     merged = {**DEFAULT_PARAMS, **(params or {})}
     model = HybridLightFM(random_state=seed, **merged)
+
+    def per_epoch(epoch: int, seconds: float) -> None:
+        callback(epoch, seconds, model.epoch_interactions_ / seconds if seconds > 0 else 0.0)
+
     return model.fit(
-        interactions, user_features, item_features, num_threads=num_threads, callback=callback
+        interactions,
+        user_features,
+        item_features,
+        num_threads=num_threads or default_threads(),
+        callback=per_epoch if callback else None,
     )
 
 
@@ -66,17 +107,23 @@ def train_model(
     holdout: float = 0.1,
     k: int = 10,
     seed: int | None = None,
-    num_threads: int = 1,
-    callback: Callable[[str, int, float], None] | None = None,
+    num_threads: int | None = None,
+    sample_users: int | None = DEFAULT_SAMPLE_USERS,
+    callback: Callable[[str, int, float, float], None] | None = None,
 ) -> TrainResult:
     """Fit on all ``interactions``; when ``holdout > 0`` first measure the same settings
-    on the newest ``holdout`` share of interactions (fit on the older ones).
+    on the newest ``holdout`` share of interactions (fit on the older ones; at most
+    ``sample_users`` test users evaluated).
 
-    ``callback(stage, epoch, seconds)`` is called after every epoch, ``stage`` being
-    ``"holdout"`` or ``"final"``.
+    ``callback(stage, epoch, seconds, interactions_per_second)`` is called after every
+    epoch, ``stage`` being ``"holdout"`` or ``"final"``.
     """
     merged = {**DEFAULT_PARAMS, **(params or {})}
     metrics = None
+
+    def report(stage: str):
+        return (lambda e, s, r: callback(stage, e, s, r)) if callback else None
+
     if holdout > 0:
         older, newest = time_holdout(interactions, holdout)
         if len(older) and len(newest):
@@ -87,10 +134,15 @@ def train_model(
                 merged,
                 seed=seed,
                 num_threads=num_threads,
-                callback=(lambda e, s: callback("holdout", e, s)) if callback else None,
+                callback=report("holdout"),
             )
             metrics = evaluate(
-                probe, newest, user_features=user_features, item_features=item_features, k=k
+                probe,
+                newest,
+                user_features=user_features,
+                item_features=item_features,
+                k=k,
+                sample_users=sample_users,
             )
             metrics["holdout"] = {"fraction": holdout, "interactions": len(newest)}
     model = fit_model(
@@ -100,20 +152,25 @@ def train_model(
         merged,
         seed=seed,
         num_threads=num_threads,
-        callback=(lambda e, s: callback("final", e, s)) if callback else None,
+        callback=report("final"),
     )
     return TrainResult(model=model, metrics=metrics, params=merged)
 
 
 def data_summary(interactions: pd.DataFrame, log_last_id: str | None = None) -> dict:
-    """What a model was trained on, for its manifest: counts, the newest timestamp and,
-    when it came from the store's log, the last log entry read.
+    """What a model was trained on, for its manifest: counts, the newest timestamp,
+    when it came from the store's log the last log entry read (and the archive's
+    position), and the rows skipped as unusable, by reason.
 
     The retraining cycle judges a champion only on interactions it has not seen.
     """
     ts = interactions["timestamp"] if "timestamp" in interactions else None
+    if interactions.attrs.get("timestamps") == "row_order":
+        ts = None  # a file without timestamps: row numbers say nothing about time
     return {
         "log_last_id": log_last_id,
+        "archive_cursor": interactions.attrs.get("archive_cursor"),
+        "skipped_rows": dict(interactions.attrs.get("skipped") or {}),
         "interactions": len(interactions),
         "users": int(interactions["user_id"].nunique()),
         "items": int(interactions["item_id"].nunique()),

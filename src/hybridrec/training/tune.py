@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from .evaluation import evaluate
+from .evaluation import DEFAULT_SAMPLE_USERS, evaluate
 from .split import time_holdout
 from .trainer import DEFAULT_PARAMS, fit_model
 
@@ -44,7 +44,8 @@ def tune(
     validation: float = 0.1,
     k: int = 10,
     seed: int | None = 0,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    sample_users: int | None = DEFAULT_SAMPLE_USERS,
     on_result: Callable[[dict, dict, float], None] | None = None,
 ) -> tuple[dict, list[tuple[dict, dict, float]]]:
     """Fit each candidate on the older interactions and score it on the newest
@@ -58,7 +59,12 @@ def tune(
             older, user_features, item_features, params, seed=seed, num_threads=num_threads
         )
         metrics = evaluate(
-            model, newest, user_features=user_features, item_features=item_features, k=k
+            model,
+            newest,
+            user_features=user_features,
+            item_features=item_features,
+            k=k,
+            sample_users=sample_users,
         )
         score = objective(metrics)
         results.append((params, metrics, score))

@@ -1,0 +1,66 @@
+"""How an answer presents its items: what a score means, and the items' metadata.
+
+Shared by the API (``serving/app.py``) and the command line (``recommend``, ``similar``),
+so both print the same fields. No Flask, no Redis: the metadata lookup is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .snapshot import Recommendation, Snapshot
+
+__all__ = ["SCORE_TYPES", "add_metadata", "presented", "score_type"]
+
+SCORE_TYPES = {
+    "model": "LightFM's prediction q_u . q_i + b_u + b_i: a ranking score, comparable "
+    "within one answer of one model version, not a probability",
+    "fold_in": "q_u . q_i + b_i with q_u folded in from the user's items (no user bias, "
+    "so another scale than model scores)",
+    "popularity": "the item's interactions in the training data (weights summed)",
+    "cosine": "cosine of the two items' latent vectors, -1..1",
+}
+"""Every ``score_type`` of an answer and what its ``score`` means (README: "Scores")."""
+
+
+def score_type(rec: Recommendation, snap: Snapshot) -> str:
+    """``"model"``, ``"fold_in"`` or ``"popularity"``: see :data:`SCORE_TYPES`.
+
+    The snapshot folds a user in exactly when their feature row is empty: no indicator
+    (an unknown user, or a model without user indicators) and no feature the model knows.
+    """
+    if rec.strategy == "baseline":
+        return "popularity"
+    unplaced = rec.user_case == "unknown" or (
+        rec.user_case == "known" and not snap.model.user_indicators
+    )
+    return "fold_in" if unplaced else "model"
+
+
+def presented(meta: dict[str, str] | None) -> dict[str, Any]:
+    """An item's metadata as answer fields: ``"title"``, and ``"metadata"`` for the rest."""
+    out: dict[str, Any] = {}
+    if not meta:
+        return out
+    if "title" in meta:
+        out["title"] = meta["title"]
+    rest = {k: v for k, v in meta.items() if k != "title"}
+    if rest:
+        out["metadata"] = rest
+    return out
+
+
+def add_metadata(
+    items: list[dict[str, Any]],
+    metadata_of: Callable[[list[str]], list[dict[str, str] | None]],
+    more: Iterable[str] = (),
+) -> list[dict[str, str] | None]:
+    """Put each item's metadata beside it, with one ``metadata_of`` call for the items
+    and the ``more`` ids; return the metadata of ``more``."""
+    more = list(more)
+    ids = [item["item_id"] for item in items] + more
+    found = metadata_of(ids) if ids else []
+    for item, meta in zip(items, found):
+        item.update(presented(meta))
+    return found[len(items) :]
