@@ -12,7 +12,7 @@ Every peer gets a small hyperparameter search on a validation split carved from 
 only (the same split function on the training part: 10% of its users cold, the newest
 20% of the others held out), chosen on warm NDCG@10; then it is refitted on the whole
 training part and measured once on test. Medians over seeds. One evaluator for all:
-``hybridrec.training.metrics.user_metrics`` on each model's score matrix.
+``hybridrec.training.metrics.rank_metrics`` on each model's score matrix.
 
 Peers: popularity; EASE (closed form as RecTools writes it: ``B = P / -diag(P)``,
 ``P = (X'X + lambda I)^-1``, zero diagonal; RecTools itself pins numpy < 2 and pandas < 3,
@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 from hybridrec.io.sample import load_sample
 from hybridrec.model.hybrid import _coerce_features
 from hybridrec.model.idmap import IdMap
-from hybridrec.training.metrics import user_metrics
+from hybridrec.training.metrics import rank_metrics
 from hybridrec.training.split import split_interactions
 from hybridrec.training.trainer import fit_model
 
@@ -125,12 +125,10 @@ class Task:
 def evaluate_scores(
     scores: np.ndarray, positives: Sequence[np.ndarray], excluded: Sequence[np.ndarray] | None
 ) -> dict:
-    """Mean precision, recall, NDCG @K and AUC of ``scores`` ``(n_users, n_items)``."""
-    rows = [
-        user_metrics(scores[n], pos, K, None if excluded is None else excluded[n])
-        for n, pos in enumerate(positives)
-    ]
-    return {m: float(np.nanmean([getattr(r, m) for r in rows])) for m in METRICS}
+    """Mean precision, NDCG @K and AUC of ``scores`` ``(n_users, n_items)`` (positives
+    unique, none excluded)."""
+    m = rank_metrics(np.array(scores, dtype=np.float64), list(positives), K, excluded=excluded)
+    return {name: float(np.nanmean(getattr(m, name))) for name in METRICS}
 
 
 # -- models ----------------------------------------------------------------------------------
