@@ -704,7 +704,7 @@ STUDIES = {
     ],
     "pool": [
         PEERS[1],
-        Candidate("blend z, whole catalog", fit_blend, grid(lam=LAMBDAS, w=[0.5, 1.0, 2.0, 4.0])),
+        Candidate("blend z, whole catalog", fit_blend, grid(lam=[250.0, 500.0], w=[1.0, 2.0])),
         *[
             Candidate(
                 f"two-stage C={c}{' + item-item top C' if union else ''}, stats {stats}",
