@@ -331,16 +331,21 @@ def serving_world(settings, serving_model):
     yield from _serving_world(settings, serving_model)
 
 
+def settings_under(redis_server, directory: Path) -> Settings:
+    """Settings on ``redis_server`` with a unique key prefix, files under ``directory``:
+    for fixtures wider than one test (``settings`` is per test)."""
+    return Settings(
+        redis_url=redis_server.url,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        data_dir=directory / ".hybridrec",
+        model_store=str(directory / "models"),
+    )
+
+
 @pytest.fixture(scope="module")
 def shared_serving_world(redis_server, serving_model, tmp_path_factory):
     """Like ``serving_world``, shared by a module's tests (for tests that only read)."""
-    tmp = tmp_path_factory.mktemp("serving")
-    settings = Settings(
-        redis_url=redis_server.url,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}",
-        data_dir=tmp / ".hybridrec",
-        model_store=str(tmp / "models"),
-    )
+    settings = settings_under(redis_server, tmp_path_factory.mktemp("serving"))
     yield from _serving_world(settings, serving_model)
 
 

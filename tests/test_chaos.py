@@ -10,13 +10,17 @@ Each test is bounded in time and in requests:
   (item 5);
 - 12 publishes killed with SIGKILL at random points: the registry pointer always names a
   loadable version, the next publish removes their temporary directories, and two
-  concurrent publishes never remove each other's (item 9).
+  concurrent publishes never remove each other's (item 9);
+- a poison interaction (``"weight": 1e39``): refused by a real server (422) and by
+  ``interactions load`` (exit 1, store unchanged); written straight into the real Redis
+  log, it is skipped and reported by ``train`` and ``retrain``, which succeed (item 1).
 
 The kill -9 of a worker and of the embedded Redis live in ``test_chaos_server.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -36,7 +40,7 @@ from hybridrec.model import HybridLightFM
 from hybridrec.modelstore.store import ModelStore
 
 from .conftest import _free_port, _serving_world
-from .live_server import HYBRIDREC, server_env
+from .live_server import HYBRIDREC, live_server, server_env
 from .test_chaos_server import _children
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -350,3 +354,86 @@ def test_kill_9_of_publishes_at_random_points_never_breaks_the_pointer(serving_w
     assert all(p.wait(30) == 0 for p in procs) and all(map(world.model_store.exists, versions))
     assert not [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]
     print(f"{kills} kills after 0-{1.2 * took:.2f} s: {len(set(left))} .tmp-* seen, 0 left")
+
+
+# -- a poison interaction (issue 9, item 1) ----------------------------------------------------
+
+
+def _hybridrec(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``hybridrec ARGS`` as a real process (5 minutes at most)."""
+    return subprocess.run(
+        [HYBRIDREC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_poison_interaction_is_refused_and_never_stops_training(settings, tmp_path):
+    """Regression (issue 9, item 1): ``"weight": 1e39`` (finite in float64, infinite in
+    the float32 the model trains in) was accepted by ``POST /v1/interactions`` (202) and
+    by ``interactions load`` (a CSV row ``1,1,1e39``); from then on every ``train`` and
+    ``retrain`` failed with "Not all input values are finite". Now both refuse it, and a
+    poison row already in the log (an older version, another writer) is skipped, counted
+    and reported by ``train`` and ``retrain``, which succeed."""
+    from hybridrec.io.files import write_features, write_interactions
+    from hybridrec.store.connection import connect
+    from hybridrec.store.features import FeatureStore
+
+    from .synthetic import long_features, make_synthetic
+
+    env = server_env(settings)
+    data = make_synthetic(n_users=60, n_items=40, per_user=8, seed=5)
+    files = {name: tmp_path / f"{name}.csv" for name in ("log", "users", "items", "poison")}
+    write_interactions(data.interactions, files["log"])
+    write_features(long_features(data.user_features), files["users"])
+    write_features(long_features(data.item_features), files["items"])
+    for args in (("features", "load", "users", str(files["users"])),
+                 ("features", "load", "items", str(files["items"])),
+                 ("interactions", "load", str(files["log"]))):  # fmt: skip
+        assert _hybridrec(env, tmp_path, *args).returncode == 0
+    client = connect(settings)
+    store = FeatureStore(client, settings.key_prefix)
+    n_log, seen = store.log_length(), store.get_seen("u1")
+
+    # the file loader refuses the row, and nothing of the file is written
+    files["poison"].write_text("user_id,item_id,weight\nu1,i39,1\nu1,i1,1e39\n")
+    loaded = _hybridrec(env, tmp_path, "interactions", "load", str(files["poison"]))
+    assert loaded.returncode == 1, loaded.stderr
+    assert "1e39" in loaded.stderr and "3.4028235e+38" in loaded.stderr
+    assert "Traceback" not in loaded.stderr
+    assert store.log_length() == n_log and store.get_seen("u1") == seen
+
+    # a poison row written straight into the log, bypassing every check
+    client.xadd(store.log_key, {"u": "u1", "i": "i1", "w": "1e39", "t": int(time.time())})
+    trained = _hybridrec(env, tmp_path, "train", "--epochs", "3", "--components", "8",
+                         "--seed", "1", "--publish")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "skipped 1 unusable interaction rows: 1 weight not finite in float32" in trained.stderr
+    version = trained.stdout.strip().splitlines()[-1]
+    manifest = ModelStore(settings.model_store).manifest(version)
+    assert manifest["extra"]["data"]["skipped_rows"] == {"weight_not_finite_in_float32": 1}
+
+    # the API refuses the weight; new, valid interactions are accepted
+    with live_server(env, tmp_path / "serve") as server:
+        url = f"{server.base}/v1/interactions"
+        poison = {"interactions": [{"user_id": "u1", "item_id": "i1", "weight": 1e39}]}
+        refused = requests.post(url, json=poison, timeout=10)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_body" and "interactions[0].weight" in error["message"]
+        assert "3.4028235e+38" in error["message"]
+        assert store.log_length() == n_log + 1  # the refused request wrote nothing
+        fresh = [
+            {"user_id": f"u{n % 60}", "item_id": f"i{(n * 7) % 40}", "weight": 1.0}
+            for n in range(60)
+        ]
+        assert requests.post(url, json={"interactions": fresh}, timeout=10).status_code == 202
+
+    retrained = _hybridrec(env, tmp_path, "retrain", "--json", "--seed", "1")
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    assert "skipped 1 unusable interaction rows: 1 weight not finite in float32" in (
+        retrained.stderr
+    )
+    report = json.loads(retrained.stdout)
+    assert report["decision"]["status"] in ("published", "refused")  # trained and judged
+    assert report["data"]["skipped_rows"] == {"weight_not_finite_in_float32": 1}
+    assert report["holdout"]["interactions"] >= 50  # judged on the new interactions
+    client.close()

@@ -218,8 +218,9 @@ class Client:
         exact: bool = False,
     ) -> Recommendations:
         """``GET /v1/users/{user_id}/recommendations``: top-k from the user's stored
-        features and seen items. A long ``exclude`` goes through POST (URL length)."""
-        if sum(len(e) + 3 for e in exclude) > 2000:
+        features and seen items. A long ``exclude`` goes through POST (URL length), and so
+        does one with a comma in an id (the query string's separator)."""
+        if sum(len(e) + 3 for e in exclude) > 2000 or any("," in e for e in exclude):
             return self.recommend_for(
                 user_id=user_id, k=k, exclude=exclude, exclude_seen=exclude_seen, exact=exact
             )

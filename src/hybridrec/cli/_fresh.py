@@ -9,6 +9,7 @@ import click
 from ..errors import HybridrecError
 from . import main
 from ._env import Env
+from ._model import _skipped_note
 
 
 @main.command()
@@ -86,6 +87,9 @@ def retrain(
 
     if every is None:
         result = cycle()
+        note = _skipped_note(((result.report or {}).get("data") or {}).get("skipped_rows"))
+        if note:
+            click.echo(note, err=True)
         if as_json:
             click.echo(json.dumps(result.report))
             return

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import HybridrecError
+from ..training.split import DEFAULT_TEST_SIZE, SPLIT_MODES
 from . import main
 from ._env import Env
 
@@ -50,9 +51,9 @@ def _interactions(env: Env, path: str | None):
     return df
 
 
-def _skipped_note(interactions) -> str | None:
-    """One line on the rows skipped as unusable, or None."""
-    skipped = interactions.attrs.get("skipped") or {}
+def _skipped_note(skipped: dict[str, int] | None) -> str | None:
+    """One line on the rows skipped as unusable (``{reason: count}``), or None."""
+    skipped = skipped or {}
     if not sum(skipped.values()):
         return None
     parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items() if n)
@@ -211,7 +212,7 @@ def train(
         params["item_indicators"] = False
     n_epochs = params.get("epochs", DEFAULT_PARAMS["epochs"])
     threads = threads or default_threads()
-    note = _skipped_note(interactions)
+    note = _skipped_note(interactions.attrs.get("skipped"))
     if note:
         click.echo(note, err=True)
     click.echo(
@@ -291,18 +292,65 @@ def train(
 
 
 def _plot(result: dict, path: str) -> None:
+    """Model vs popularity per segment to a PNG; segments left without users are left out
+    (and named in the title), never drawn as empty bars."""
     from ..training.charts import metrics_chart
 
+    model, baseline = result["segments"], result["baseline"]
+    kept = [seg for seg, m in model.items() if m["users"]]
+    title = f"model {result.get('model_version')} vs popularity"
+    empty = [seg.replace("_", " ") for seg in model if seg not in kept]
+    if empty:
+        title += f"\nno test users left in: {', '.join(empty)}"
     png = metrics_chart(
-        [("model", result["segments"]), ("popularity", result["baseline"])],
+        [
+            ("model", {seg: model[seg] for seg in kept}),
+            ("popularity", {seg: baseline[seg] for seg in kept}),
+        ],
         ("precision", "recall", "ndcg", "auc"),
         result["k"],
-        f"model {result.get('model_version')} vs popularity",
+        title,
     )
     try:
         Path(path).write_bytes(png)
     except OSError as exc:
         raise HybridrecError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _nothing_left(result: dict, test_file: str, test) -> str:
+    """Why no test user is left to evaluate, and what to do."""
+    dropped = result["segments"]["all"]["dropped"]["interactions"]
+    n, users = len(test), test["user_id"].nunique()
+    version = result.get("model_version")
+    counts = ", ".join(
+        f"{v:,} {reason}" for reason, v in sorted(dropped.items(), key=lambda x: -x[1]) if v
+    )
+    head = (
+        f"nothing left to evaluate: the {n:,} interactions of {users:,} users in {test_file} "
+        f"were all dropped ({counts})"
+    )
+    split_hint = (
+        "make a proper split of your data and train on its training part only: "
+        "'hybridrec split ALL.csv train.csv test.csv --by time' (or --by per-user, "
+        "--by cold-users), 'hybridrec train --interactions train.csv --publish', then "
+        "'hybridrec evaluate --test test.csv'"
+    )
+    seen, unknown = dropped.get("seen_in_training", 0), dropped.get("unknown_item", 0)
+    if seen and seen >= unknown:
+        return (
+            f"{head}. The test file overlaps model {version}'s training data: a model is "
+            "judged only on interactions it was not trained on, and these user-item pairs "
+            f"were in its training data (seen_in_training). To measure it, {split_hint}"
+        )
+    if unknown:
+        return (
+            f"{head}. Their items are neither in model {version} nor scorable from item "
+            "features in the store (unknown_item): check the ids, or load the items' "
+            "features with 'hybridrec features load items FILE'"
+        )
+    if dropped.get("not_sampled"):
+        return f"{head}. Evaluate more users: --sample-users 0 evaluates all of them"
+    return f"{head}. {split_hint[0].upper()}{split_hint[1:]}"
 
 
 @main.command()
@@ -337,7 +385,13 @@ def evaluate(
     plot,
     sample_users,
 ):
-    """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline."""
+    """Precision, recall, NDCG and AUC at k by segment, beside the popularity baseline.
+
+    Each segment says how many test users and interactions it evaluated and why the others
+    were not (--json: "interactions" and "dropped"); a test set that leaves nothing to
+    evaluate (e.g. the training data itself) is an error. Make test sets with 'hybridrec
+    split'.
+    """
     from ..io.files import read_interactions
     from ..training.evaluation import evaluate as run
     from ..training.evaluation import format_table, json_safe
@@ -353,12 +407,107 @@ def evaluate(
         model_version=version,
         sample_users=env.settings.eval_users if sample_users is None else sample_users,
     )
+    if as_json:  # printed even when nothing is left: it says what was dropped and why
+        click.echo(json.dumps(json_safe(result)))
+    if not result["segments"]["all"]["users"]:
+        raise HybridrecError(_nothing_left(result, test_file, test))
     if plot:
         _plot(result, plot)
-    if as_json:
-        click.echo(json.dumps(json_safe(result)))
-    else:
+    if not as_json:
         click.echo(format_table(result))
+
+
+@main.command()
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("train_path", metavar="TRAIN", type=click.Path(dir_okay=False))
+@click.argument("test_path", metavar="TEST", type=click.Path(dir_okay=False))
+@click.option(
+    "--by",
+    type=click.Choice(SPLIT_MODES),
+    default="time",
+    show_default=True,
+    help="time: one cut, the newest interactions are the test set; per-user: the newest "
+    "share of each user's interactions; cold-users: a share of the users, all their "
+    "interactions (users the model will not know)",
+)
+@click.option(
+    "--test-size",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help=f"share held out: of interactions, or of users with --by cold-users "
+    f"[default: {DEFAULT_TEST_SIZE}]",
+)
+@click.option(
+    "--at",
+    metavar="TIME",
+    default=None,
+    help="--by time: the test set is every interaction at or after TIME (unix seconds or "
+    "ISO-8601, UTC when no offset is given); instead of --test-size",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="the draw of --by cold-users")
+def split(path, train_path, test_path, by, test_size, at, seed):
+    """Split the interactions of FILE into TRAIN and TEST files for 'evaluate'.
+
+    CSV or Parquet (by extension), in the format 'interactions load' reads. The two files
+    hold every interaction of FILE once (duplicate pairs merged, as every load merges
+    them), none in both. Train a model on TRAIN, then 'hybridrec evaluate --test TEST'.
+    """
+    from ..io.files import file_kind, parse_timestamp, read_interactions, write_interactions
+    from ..training.split import SplitError, split_frame
+
+    names = {"FILE": path, "TRAIN": train_path, "TEST": test_path}
+    resolved = {label: Path(p).resolve() for label, p in names.items()}
+    for a, b in (("FILE", "TRAIN"), ("FILE", "TEST"), ("TRAIN", "TEST")):
+        if resolved[a] == resolved[b]:
+            raise click.UsageError(f"{a} and {b} are the same file ({names[a]}): give three paths")
+    for out in (train_path, test_path):
+        file_kind(out)  # an unsupported extension is refused before anything is written
+    if at is not None:
+        if by != "time":
+            raise click.BadParameter(f"--at is for --by time, not --by {by}", param_hint="--at")
+        if test_size is not None:
+            raise click.UsageError("give --at or --test-size, not both")
+        try:
+            at = parse_timestamp(at)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from None
+    data = read_interactions(path)
+    in_file_order = data.attrs.get("timestamps") == "row_order"
+    if in_file_order:
+        if at is not None:
+            raise HybridrecError(
+                f"{path} has no timestamp column, so there is no time to cut at: "
+                "use --test-size (the newest are then the last rows of the file)"
+            )
+        if by != "cold-users":
+            click.echo(
+                f"{path} has no timestamp column: the newest interactions are the last rows",
+                err=True,
+            )
+    if data.attrs.get("duplicates"):
+        click.echo(f"merged {data.attrs['duplicates']:,} duplicate rows of {path}", err=True)
+    try:
+        train, test = split_frame(data, by, test_size=test_size, at=at, seed=seed)
+    except SplitError as exc:
+        raise HybridrecError(f"cannot split {path}: {exc}") from None
+    if in_file_order:  # the row numbers read_interactions put there are not times
+        train, test = train.drop(columns="timestamp"), test.drop(columns="timestamp")
+    for frame, out in ((train, train_path), (test, test_path)):
+        try:
+            write_interactions(frame, out)
+        except OSError as exc:
+            raise HybridrecError(f"cannot write {out}: {exc.strerror or exc}") from None
+    users, items = set(train["user_id"]), set(train["item_id"])
+    test_users, test_items = set(test["user_id"]), set(test["item_id"])
+    click.echo(
+        f"train: {len(train):,} interactions of {len(users):,} users and {len(items):,} "
+        f"items -> {train_path}"
+    )
+    click.echo(
+        f"test:  {len(test):,} interactions of {len(test_users):,} users "
+        f"({len(test_users - users):,} not in train) and {len(test_items):,} items "
+        f"({len(test_items - items):,} not in train) -> {test_path}"
+    )
 
 
 def _snapshot(env: Env, model, version: str):

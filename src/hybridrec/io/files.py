@@ -43,6 +43,8 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_WEIGHT",
     "InputError",
+    "file_kind",
+    "parse_timestamp",
     "read_features",
     "read_interactions",
     "write_features",
@@ -178,6 +180,25 @@ def write_interactions(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Non
     the file (raising :class:`InputError`) before anything is written.
     """
     _write(frame, path, _INTERACTIONS_REQUIRED, _INTERACTIONS_OPTIONAL, _interactions)
+
+
+def file_kind(path: str | os.PathLike[str]) -> str:
+    """``"csv"`` or ``"parquet"``, by the extension of ``path`` (which need not exist yet);
+    :class:`InputError` for any other, so a writer can refuse before it writes anything."""
+    return _file_kind(path)
+
+
+def parse_timestamp(text: str) -> int:
+    """Unix seconds of ``text`` (unix seconds or ISO-8601, UTC when no offset is given),
+    read as a file's timestamp column is; ``ValueError`` saying what is allowed otherwise."""
+    raw = _Raw("", pd.DataFrame({"timestamp": [text]}, dtype=object))
+    try:
+        return int(_check_timestamps(raw)[0])
+    except InputError:
+        raise ValueError(
+            f"{text!r} is neither unix seconds (e.g. 1700000000) nor ISO-8601 "
+            "(e.g. 2023-11-14T22:13:20Z; UTC when no offset is given)"
+        ) from None
 
 
 def write_features(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:

@@ -92,6 +92,30 @@ IdList = Annotated[
     list[Id],
     Meta(max_length=MAX_LIST, description=f"an array of at most {MAX_LIST} ids, each {_ID_TEXT}"),
 ]
+_QUERY_ID_TEXT = f"{_ID_TEXT} without a comma"
+QueryIdList = Annotated[
+    list[
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=MAX_ID_LENGTH,
+                pattern="^[^,]*$",
+                description=_QUERY_ID_TEXT,
+            ),
+        ]
+    ],
+    Meta(
+        min_length=1,
+        max_length=MAX_LIST,
+        description=f"comma-separated ids, 1 to {MAX_LIST}, each {_QUERY_ID_TEXT}; "
+        "leave the parameter out for none",
+    ),
+]
+"""A list in a query string (``style: form, explode: false``): the value split at every
+comma, percent-encoded or not (clients encode them), so an id cannot hold one. An empty
+part (``a,,b``, and ``exclude=`` itself) is an empty id and refused, as the body's lists
+refuse one: leave the parameter out for no id."""
 Weight = Annotated[
     float,
     Meta(
@@ -417,7 +441,7 @@ class Declarations:
                 ("user_id", Id),
                 ("k", k, 10),
                 ("exclude_seen", Annotated[bool, Meta(description=_EXCLUDE_SEEN)], True),
-                ("exclude", Annotated[IdList, Meta(description="item ids never to return")], []),
+                ("exclude", Annotated[QueryIdList, Meta(description=_EXCLUDE)], []),
                 ("exact", Annotated[bool, Meta(description=_EXACT)], False),
             ],
             module=__name__,
@@ -433,6 +457,9 @@ class Declarations:
 
 
 _EXCLUDE_SEEN = "leave out the items the user interacted with"
+_EXCLUDE = (
+    "item ids never to return, comma-separated; an id with a comma needs POST /v1/recommendations"
+)
 _EXACT = "score every item exactly (for audits of approximate retrieval)"
 
 
@@ -561,8 +588,10 @@ def _query_bool(text: str) -> bool | str:
 
 
 def _query_list(text: str) -> list[str]:
-    """Comma-separated values (OpenAPI ``style: form, explode: false``); empty ones skipped."""
-    return [part for part in text.split(",") if part] if text else []
+    """Comma-separated values (OpenAPI ``style: form, explode: false``); an empty part
+    (``""`` too: it cannot be told from ``[""]``) is an empty value, which the declaration
+    refuses."""
+    return text.split(",")
 
 
 def decode_params(tp: type, path: Mapping[str, str], query: Mapping[str, str]) -> Any:

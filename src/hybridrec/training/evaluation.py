@@ -322,33 +322,59 @@ def evaluate(
     }
 
 
+_WHY = {
+    "no_positive_left": "every test interaction dropped",
+    "not_sampled": "outside the sample",
+    "unknown_item": "item unknown to the model",
+    "seen_in_training": "already in the training data",
+    "duplicate": "repeated pair",
+}
+"""What each ``dropped`` reason means, in the table's words."""
+
+
 def format_table(result: dict) -> str:
-    """A readable table of model vs baseline by segment."""
+    """A readable table of model vs baseline by segment: users and test interactions
+    evaluated, the metrics ("-" for a segment left without users), and what was not
+    evaluated and why."""
     lines = [
         f"model {result.get('model_version') or '(unsaved)'}   k={result['k']}",
-        f"{'segment':<12}{'users':>7}  {'':<9}{'prec@k':>8}{'recall':>8}{'ndcg':>8}"
-        f"{'auc':>8}{'cover':>8}",
+        f"{'segment':<12}{'users':>7}{'interactions':>14}  {'':<9}{'prec@k':>8}{'recall':>8}"
+        f"{'ndcg':>8}{'auc':>8}{'cover':>8}",
     ]
     for seg in SEGMENTS:
         for label, block in (("model", result["segments"]), ("baseline", result["baseline"])):
             m = block[seg]
-            name = seg if label == "model" else ""
-            users = str(m["users"]) if label == "model" else ""
-            lines.append(
-                f"{name:<12}{users:>7}  {label:<9}{_num(m['precision'])}{_num(m['recall'])}"
-                f"{_num(m['ndcg'])}{_num(m['auc'])}{_num(m['coverage'])}"
-            )
+            name, users, kept = "", "", ""
+            if label == "model":
+                name, users = seg, f"{m['users']:,}"
+                kept = f"{m['interactions']:,}" if "interactions" in m else ""
+            values = [m[key] if m["users"] else None for key in (*_KEYS, "coverage")]
+            lines.append(f"{name:<12}{users:>7}{kept:>14}  {label:<9}" + "".join(map(_num, values)))
     sample = result.get("sample")
     if sample and sample["users"] < sample["of"]:
         lines.append(
             f"a sample of {sample['users']} of {sample['of']} test users (seed {sample['seed']}); "
             "95% intervals in --json (ci95)"
         )
-    dropped = result["segments"]["all"].get("dropped")
-    if dropped:
-        parts = [f"{v} {r.replace('_', ' ')}" for r, v in dropped["interactions"].items() if v]
+    notes = []
+    for seg in SEGMENTS:
+        dropped = result["segments"][seg].get("dropped")
+        if not dropped:
+            continue
+        parts = []
+        for what in ("users", "interactions"):
+            why = {r: n for r, n in dropped[what].items() if n}
+            if why:
+                n = sum(why.values())
+                reasons = ", ".join(
+                    f"{v:,} {_WHY.get(r, r.replace('_', ' '))}" for r, v in why.items()
+                )
+                parts.append(f"{n:,} {what if n != 1 else what[:-1]} ({reasons})")
         if parts:
-            lines.append("test interactions not counted: " + ", ".join(parts))
+            notes.append(f"  {seg:<12}" + "; ".join(parts))
+    if notes:
+        lines.append("not evaluated, and why:")
+        lines.extend(notes)
     return "\n".join(lines)
 
 
