@@ -38,14 +38,80 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.stats import rankdata
 
 from .hybrid import NotFittedError
 from .itemitem import ItemItem, ScoreStats
 
-__all__ = ["Blend", "Blended", "PARTS"]
+__all__ = [
+    "BLEND_DEFAULTS",
+    "Blend",
+    "Blended",
+    "PARTS",
+    "UserBlend",
+    "check_blend_params",
+    "fit_blend",
+]
 
 PARTS = ("factors", "item_item", "popularity")
+
+BLEND_DEFAULTS: dict = {
+    "item_item_weight": 1.0,  # 0: no blend at all, the factor model alone (as before)
+    "popularity_weight": 1.0,  # users with a vector and no history; 0: factors alone
+    "item_item_l2": 250.0,  # EASE's ridge
+    "item_item_neighbors": 200,  # weights kept per item
+    "item_item_max_items": 10_000,  # items covered (the most interacted): the memory cap
+}
+"""The blend's hyperparameters and their defaults (chosen with
+``benchmarks/quality_peers.py``); training parameters beside LightFM's."""
+
+
+def check_blend_params(params) -> dict:
+    """``params``' blend keys (others ignored) over :data:`BLEND_DEFAULTS`, checked;
+    raises ValueError naming the key, the value and what is allowed."""
+    out = dict(BLEND_DEFAULTS)
+    for key in BLEND_DEFAULTS:
+        if key not in params or params[key] is None:
+            continue
+        value = params[key]
+        integer = key in ("item_item_neighbors", "item_item_max_items")
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and integer:
+            ok = float(value).is_integer() and value >= 1
+            value = int(value) if ok else value
+        elif ok:
+            value = float(value)
+            ok = np.isfinite(value) and (value > 0 if key == "item_item_l2" else value >= 0)
+        if not ok:
+            want = (
+                "an integer >= 1"
+                if integer
+                else "a finite number > 0"
+                if key == "item_item_l2"
+                else "a finite number >= 0 (0 turns the part off)"
+            )
+            raise ValueError(f"{key} must be {want}, got {params[key]!r}")
+        out[key] = value
+    return out
+
+
+def fit_blend(model, params=None) -> tuple[Blend | None, ItemItem | None]:
+    """The blend of a fitted :class:`~hybridrec.model.HybridLightFM` (its training items'
+    factor rows, popularity and interactions) with ``params`` (:data:`BLEND_DEFAULTS`
+    keys); ``(None, None)`` when ``item_item_weight`` is 0 (the factor model alone)."""
+    p = check_blend_params(params or {})
+    if p["item_item_weight"] == 0:
+        return None, None
+    X = model.interactions_
+    item_item = ItemItem(p["item_item_l2"], p["item_item_neighbors"], p["item_item_max_items"]).fit(
+        X
+    )
+    counts = np.diff(sp.csc_matrix(X).indptr).astype(np.float64)  # users per item
+    blend = Blend(p["item_item_weight"], p["popularity_weight"]).fit(
+        model.item_factors(), popularity=counts
+    )
+    return blend, item_item
 
 
 @dataclass(frozen=True)
@@ -150,6 +216,27 @@ class Blend:
             out.append("popularity")
         return tuple(out)
 
+    def for_user(
+        self,
+        user_vector: np.ndarray | None,
+        item_item: ItemItem | None = None,
+        history: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> UserBlend | None:
+        """What scores one user (their parts, statistics and item-item scores), read
+        once and then applied to any set of items; None when no part can score the
+        user (the caller's baseline). ``history``, ``weights`` as in :meth:`score`."""
+        head, item_stats = None, None
+        if self.weight > 0 and item_item is not None and history is not None and len(history):
+            head = item_item._head_scores(history, weights)
+            item_stats = item_item._stats(head)
+        parts = self.parts(user_vector, item_stats)
+        if not parts:
+            return None
+        u = None if user_vector is None else np.asarray(user_vector, dtype=np.float64)
+        f_stats = self.factor_stats(u) if u is not None and len(parts) > 1 else None
+        return UserBlend(self, parts, u, f_stats, item_item, head, item_stats)
+
     def score(
         self,
         user_vector: np.ndarray | None,
@@ -169,20 +256,76 @@ class Blend:
         idx = np.arange(F.shape[0]) if items is None else np.asarray(items, dtype=np.int64)
         if idx.shape != (F.shape[0],):
             raise ValueError(f"items must give one index per factor row, got {idx.shape}")
-        e, item_stats = None, None
-        if self.weight > 0 and item_item is not None and history is not None and len(history):
-            e, item_stats = item_item.score_items_and_stats(history, idx, weights)
-        parts = self.parts(user_vector, item_stats)
-        if not parts:
+        user = self.for_user(user_vector, item_item, history, weights)
+        if user is None:
             return None
-        if parts == ("item_item",):
-            return Blended(e, parts)
-        f = F @ np.asarray(user_vector, dtype=np.float64)
-        if parts == ("factors",):
-            return Blended(f, parts)
-        z = _z(f, self.factor_stats(user_vector))
-        if "item_item" in parts:
-            return Blended(z + self.weight * _z(e, item_stats), parts)
-        known = (idx >= 0) & (idx < self.popularity_.size)
-        p = np.where(known, self.popularity_[np.where(known, idx, 0)], 0.0)
-        return Blended(z + self.popularity_weight * _z(p, self.popularity_stats()), parts)
+        return Blended(user.score(F, idx), user.parts)
+
+
+@dataclass(frozen=True)
+class UserBlend:
+    """One user's blend (:meth:`Blend.for_user`): scores any items in the same units,
+    so a candidate pool scores as the whole catalog does.
+
+    Serving uses :meth:`reached` and :meth:`outside` for an exact top k without scoring
+    the catalog: every item outside :meth:`reached` has item-item score 0 (popularity
+    mode: a quantile at most the pool's lowest), so its blended score is at most
+    ``outside(f, p)`` for its factor score ``f``.
+    """
+
+    blend: Blend
+    parts: tuple[str, ...]
+    vector: np.ndarray | None  # [q_u, 1, b_u], float64
+    factor_stats: ScoreStats | None  # None: a single part, scores unstandardised
+    item_item: ItemItem | None
+    head: np.ndarray | None  # (m,) item-item scores of the covered items
+    item_stats: ScoreStats | None
+
+    def factor_scores(self, item_factors: np.ndarray) -> np.ndarray:
+        return np.asarray(item_factors, dtype=np.float64) @ self.vector
+
+    def score(self, item_factors: np.ndarray, items: np.ndarray, f=None) -> np.ndarray:
+        """``(len(items),)`` float64 scores of the items with factor rows
+        ``item_factors`` and training indices ``items`` (-1: not in training);
+        ``f``: their factor scores when already known."""
+        idx = np.asarray(items, dtype=np.int64)
+        if self.parts == ("item_item",):
+            return self.item_item._at(self.head, idx)
+        if f is None:
+            f = self.factor_scores(item_factors)
+        if self.parts == ("factors",):
+            return f
+        z = _z(f, self.factor_stats)
+        if "item_item" in self.parts:
+            return z + self.blend.weight * _z(self.item_item._at(self.head, idx), self.item_stats)
+        return z + self.blend.popularity_weight * _z(
+            self.popularity(idx), self.blend.popularity_stats()
+        )
+
+    def popularity(self, items: np.ndarray) -> np.ndarray:
+        """Popularity quantiles of training indices ``items`` (0 outside training)."""
+        pop = self.blend.popularity_
+        idx = np.asarray(items, dtype=np.int64)
+        known = (idx >= 0) & (idx < pop.size)
+        return np.where(known, pop[np.where(known, idx, 0)], 0.0)
+
+    def reached(self) -> np.ndarray:
+        """Training indices of the items whose item-item score is not 0 (at most
+        ``len(history) * max_neighbors``); empty outside the item-item mode."""
+        if "item_item" not in self.parts:
+            return np.zeros(0, dtype=np.int64)
+        return self.item_item.items_[np.flatnonzero(self.head)]
+
+    def outside(self, f: float, p: float = 0.0) -> float:
+        """The blended score of an item with factor score ``f`` that is not
+        :meth:`reached` (and, in popularity mode, has quantile ``p``): an upper bound
+        for every such item with factor score <= ``f`` (and quantile <= ``p``)."""
+        if self.parts == ("item_item",):
+            return 0.0
+        if self.parts == ("factors",):
+            return float(f)
+        z = float(_z(np.asarray([f]), self.factor_stats)[0])
+        if "item_item" in self.parts:
+            return z + self.blend.weight * float(_z(np.zeros(1), self.item_stats)[0])
+        pz = float(_z(np.asarray([p]), self.blend.popularity_stats())[0])
+        return z + self.blend.popularity_weight * pz
