@@ -189,17 +189,18 @@ def test_popularity_does_not_touch_a_user_with_a_history(world):
     )
 
 
-def test_an_item_outside_training_has_popularity_quantile_zero(world):
+def test_an_item_outside_training_has_the_mean_popularity_z_score_zero(world):
+    """Regression: a new item had quantile 0, so for users without a history it sank
+    about 1.7 z below every known item (cold users' AUC 0.869 against LightFM's 0.880 on
+    evaluate()'s protocol, which ranks new items too); now popularity leaves it alone."""
     F, _ = world
     u = np.array([0.3, -1.0, 0.5, 2.0, 1.0, 0.1])
     blend = Blend(popularity_weight=1.0).fit(F, popularity=popularity_counts)
-    least = int(np.argmin(popularity_counts))  # tied with others: quantile above 0
+    least = int(np.argmin(popularity_counts))
     rows = np.vstack([F[least], F[least], F[least]])
     out = blend.score(u, rows, items=np.array([least, -1, N_ITEMS + 5]))
-    assert out.scores[1] == out.scores[2] < out.scores[0]
-    mean, std = blend.popularity_stats()
-    expected = zscore(F @ u) + (0.0 - mean) / std
-    assert out.scores[1] == pytest.approx(expected[least], abs=1e-9)
+    assert out.scores[1] == out.scores[2] > out.scores[0]
+    assert out.scores[1] == pytest.approx(zscore(F @ u)[least], abs=1e-9)
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,7 +12,8 @@ item-item score of ``h``. A user with a factor vector but no history gets instea
 
     score(i) = (f_i - mean_f) / std_f + popularity_weight * (p_i - mean_p) / std_p
 
-with ``p_i`` the item's popularity quantile in training (0 for an item nobody had). The
+with ``p_i`` the item's popularity quantile in training (for an item not in training,
+the training items' mean quantile: popularity says nothing about it, z-score 0). The
 means and standard deviations are the user's over the model's training items: the factor
 ones in closed form from the training items' mean and covariance, the item-item ones from
 the history's weights (:meth:`ItemItem.stats`), the popularity ones fixed at fit time. So
@@ -29,7 +30,7 @@ Which parts apply (the 16 cases):
   item-item scores alone.
 - item side: an item scored from features only (new since training) or otherwise outside
   the item-item model has item-item score 0, like any known item no item of the history
-  points to, and popularity quantile 0; an item with no factor row is unscorable, as
+  points to, and the mean popularity quantile (z-score 0); an item with no factor row is unscorable, as
   without the blend.
 """
 
@@ -303,11 +304,12 @@ class UserBlend:
         )
 
     def popularity(self, items: np.ndarray) -> np.ndarray:
-        """Popularity quantiles of training indices ``items`` (0 outside training)."""
+        """Popularity quantiles of training indices ``items``; outside training (-1)
+        the training items' mean: z-score 0, neither pushed up nor down."""
         pop = self.blend.popularity_
         idx = np.asarray(items, dtype=np.int64)
         known = (idx >= 0) & (idx < pop.size)
-        return np.where(known, pop[np.where(known, idx, 0)], 0.0)
+        return np.where(known, pop[np.where(known, idx, 0)], self.blend.popularity_stats().mean)
 
     def reached(self) -> np.ndarray:
         """Training indices of the items whose item-item score is not 0 (at most
