@@ -30,8 +30,8 @@ Which parts apply (the 16 cases):
   item-item scores alone.
 - item side: an item scored from features only (new since training) or otherwise outside
   the item-item model has item-item score 0, like any known item no item of the history
-  points to, and the mean popularity quantile (z-score 0); an item with no factor row is unscorable, as
-  without the blend.
+  points to, and the mean popularity quantile (z-score 0); an item with no factor row is
+  unscorable, as without the blend.
 """
 
 from __future__ import annotations
@@ -200,6 +200,14 @@ class Blend:
         var = float(u @ self.factor_cov_ @ u)
         return ScoreStats(float(self.factor_mean_ @ u), float(np.sqrt(max(var, 0.0))))
 
+    def popularity_order(self) -> np.ndarray:
+        """Training indices by popularity quantile, most popular first (computed once)."""
+        order = getattr(self, "_popularity_order", None)
+        if order is None:  # a benign race: two threads compute the same array
+            order = np.argsort(-self.popularity_, kind="stable")
+            self._popularity_order = order
+        return order
+
     def popularity_stats(self) -> ScoreStats:
         """Mean and standard deviation of the popularity quantiles of the training items."""
         p = self.popularity_
@@ -268,10 +276,9 @@ class UserBlend:
     """One user's blend (:meth:`Blend.for_user`): scores any items in the same units,
     so a candidate pool scores as the whole catalog does.
 
-    Serving uses :meth:`reached` and :meth:`outside` for an exact top k without scoring
-    the catalog: every item outside :meth:`reached` has item-item score 0 (popularity
-    mode: a quantile at most the pool's lowest), so its blended score is at most
-    ``outside(f, p)`` for its factor score ``f``.
+    Serving uses :meth:`best_other` and :meth:`outside` for an exact top k without
+    scoring the catalog: an item outside the factor model's best and the second part's
+    best scores at most :meth:`outside` of the two lists' bounds.
     """
 
     blend: Blend
@@ -311,23 +318,40 @@ class UserBlend:
         known = (idx >= 0) & (idx < pop.size)
         return np.where(known, pop[np.where(known, idx, 0)], self.blend.popularity_stats().mean)
 
-    def reached(self) -> np.ndarray:
-        """Training indices of the items whose item-item score is not 0 (at most
-        ``len(history) * max_neighbors``); empty outside the item-item mode."""
-        if "item_item" not in self.parts:
-            return np.zeros(0, dtype=np.int64)
-        return self.item_item.items_[np.flatnonzero(self.head)]
+    def best_other(self, c: int, masked: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """The second part's ``c`` best items and a bound for the rest: ``(training
+        indices, value)`` where every item left out has an item-item score (or, in
+        popularity mode, a quantile) at most ``value``. ``masked``: training indices
+        never to return (e.g. the items a user has seen)."""
+        if "item_item" in self.parts:
+            ii = self.item_item
+            head = self.head.copy()
+            if masked is not None and masked.size:
+                at = ii._position[masked[(masked >= 0) & (masked < ii.n_items_)]]
+                head[at[at >= 0]] = -np.inf
+            if c < head.size:
+                pick = np.argpartition(-head, c)[:c]
+                rest = float(-np.partition(-head, c)[c])  # the best left out
+            else:
+                pick, rest = np.arange(head.size), -np.inf
+            pick = pick[np.isfinite(head[pick])]
+            return ii.items_[pick], max(rest, 0.0)  # items outside the model score 0
+        if "popularity" in self.parts:
+            order = self.blend.popularity_order()
+            rest = float(self.blend.popularity_[order[c]]) if c < order.size else -np.inf
+            return order[:c], max(rest, self.blend.popularity_stats().mean)  # new items
+        return np.zeros(0, dtype=np.int64), 0.0
 
-    def outside(self, f: float, p: float = 0.0) -> float:
-        """The blended score of an item with factor score ``f`` that is not
-        :meth:`reached` (and, in popularity mode, has quantile ``p``): an upper bound
-        for every such item with factor score <= ``f`` (and quantile <= ``p``)."""
+    def outside(self, f: float, other: float = 0.0) -> float:
+        """The blended score of an item with factor score ``f`` and item-item score (or,
+        in popularity mode, quantile) ``other``: an upper bound for every item with at
+        most these two."""
         if self.parts == ("item_item",):
-            return 0.0
+            return float(other)
         if self.parts == ("factors",):
             return float(f)
         z = float(_z(np.asarray([f]), self.factor_stats)[0])
         if "item_item" in self.parts:
-            return z + self.blend.weight * float(_z(np.zeros(1), self.item_stats)[0])
-        pz = float(_z(np.asarray([p]), self.blend.popularity_stats())[0])
+            return z + self.blend.weight * float(_z(np.asarray([other]), self.item_stats)[0])
+        pz = float(_z(np.asarray([other]), self.blend.popularity_stats())[0])
         return z + self.blend.popularity_weight * pz
