@@ -27,6 +27,7 @@ Usage: python benchmarks/quality_peers.py [--seeds 3] [--threads 2] [--study NAM
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
@@ -330,6 +331,33 @@ def fit_hybrid_defaults(task: Task, params: dict) -> Fitted:
     return Fitted(warm, cold, seconds)
 
 
+def fit_trained(task: Task, params: dict) -> Fitted:
+    """What ``hybridrec train`` fits now (``fit_model`` with the defaults: LightFM and
+    its blend), scored the way ``evaluate`` and serving score it (``Blend.for_user``: a
+    warm user's history is their training items, a cold user has none). ``recency``
+    (half-life, measured only: serving's history, a Redis set, has no order) weights
+    each history by recency instead."""
+    model, seconds = fit_hybrid(task, {})
+    cols = model.item_ids_.convert_to_internal(task.items.external)  # task -> model index
+    F = model.item_factors()[cols].astype(np.float64)
+    histories = recency_weights(task, params.get("recency", 0.0))
+    blend = copy.copy(model.blend_)
+    blend.popularity_weight = params.get("pop", blend.popularity_weight)
+
+    def scores(user_ids, with_history):
+        out = np.empty((len(user_ids), F.shape[0]))
+        for n, uid in enumerate(user_ids):
+            u = model.user_vector(model.user_row(uid, task.user_features.get(uid)))
+            h, w = histories[n] if with_history else (None, None)
+            user = blend.for_user(u, model.item_item_, None if h is None else cols[h], w)
+            out[n] = popularity_scores(task) if user is None else user.score(F, cols)
+        return out
+
+    warm = scores(task.users.convert_to_external(task.warm), True)
+    cold = scores(task.cold, False)
+    return Fitted(warm, cold, seconds)
+
+
 # -- blends and other candidates for new defaults -------------------------------------------
 
 
@@ -627,7 +655,7 @@ PEERS = [
         fit_knn,
         grid(kind=["cosine"], K=[20, 50, 100, 200]) + grid(kind=["bm25"], K=[50, 100, 200]),
     ),
-    Candidate("hybridrec defaults", fit_hybrid_defaults, [{}]),
+    Candidate("hybridrec before (LightFM alone)", fit_hybrid_defaults, [{"item_item_weight": 0.0}]),
 ]
 
 LAMBDAS = [100.0, 250.0, 500.0, 1000.0]
@@ -771,6 +799,18 @@ STUDIES = {
             ),
         ),
     ],
+    # the before/after table of the README: peers, today's LightFM alone, and what
+    # `hybridrec train` fits by default now (LightFM + blend), untuned
+    "trained": [
+        *PEERS,
+        Candidate("hybridrec after: train's defaults (LightFM + blend)", fit_trained, [{}]),
+        Candidate(
+            "after, recency-weighted histories (measured, not default)",
+            fit_trained,
+            [{"recency": 10.0}],
+        ),
+        Candidate("after, popularity_weight 0 (measured)", fit_trained, [{"pop": 0.0}]),
+    ],
     "cold": [
         PEERS[0],
         PEERS[-1],
@@ -823,6 +863,8 @@ def measure(task: Task, fitted: Fitted) -> dict:
 def choose(cand: Candidate, val: Task) -> tuple[dict, dict]:
     """The grid point with the best ``cand.select`` on validation, and all its scores."""
     best, best_params, table = -1.0, cand.grid[0], {}
+    if len(cand.grid) == 1:  # nothing to choose: no fit on validation
+        return best_params, table
     for params in cand.grid:
         res = measure(val, cand.fit(val, params))
         table[tuple(sorted(params.items()))] = res
