@@ -330,8 +330,8 @@ class UserBlend:
                 at = ii._position[masked[(masked >= 0) & (masked < ii.n_items_)]]
                 head[at[at >= 0]] = -np.inf
             if c < head.size:
-                pick = np.argpartition(-head, c)[:c]
-                rest = float(-np.partition(-head, c)[c])  # the best left out
+                part = np.argpartition(-head, c)
+                pick, rest = part[:c], float(head[part[c]])  # rest: the best left out
             else:
                 pick, rest = np.arange(head.size), -np.inf
             pick = pick[np.isfinite(head[pick])]
