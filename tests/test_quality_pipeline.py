@@ -68,6 +68,8 @@ def test_train_publish_serve_answers_warm_users_with_the_blend(settings, loaded,
     local = Snapshot.from_model(model)
     with live_server(server_env(settings), tmp_path / "serve") as server:
         _wait_for(server, version)
+        info = requests.get(f"{server.base}/v1/model", timeout=5).json()
+        assert info["blend"]["params"]["item_item_l2"] == 5.0
         uid = "u3"
         body = requests.get(f"{server.base}/v1/users/{uid}/recommendations?k=5", timeout=10).json()
         assert body["score_type"] == "blend" and body["strategy"] == "personalized"
@@ -104,6 +106,7 @@ def test_train_publish_serve_answers_warm_users_with_the_blend(settings, loaded,
         body = requests.get(f"{server.base}/v1/users/{uid}/recommendations?k=5", timeout=10).json()
         assert body["model_version"] == old_version
         assert body["score_type"] == "model" and body["strategy"] == "personalized"
+        assert requests.get(f"{server.base}/v1/model", timeout=5).json()["blend"] is None
     env.close()
 
 

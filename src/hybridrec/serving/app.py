@@ -564,6 +564,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "blas_threads": _blas_threads(),
                 "fallback": ctx.state.fallback,
                 "retrieval": snap.retrieval.as_dict(),
+                "blend": manifest.get("blend") if getattr(snap.model, "blend_", None) else None,
             }
         )
 

@@ -367,6 +367,13 @@ class ModelInfo(Struct):
             "min_recall, ef, fallback, build_seconds, mapped"
         ),
     ] = UNSET
+    blend: Annotated[
+        dict[str, Any] | None | UnsetType,
+        Meta(
+            description="the blend beside the factor model (format, params, file, "
+            "covered_items, weights, serving_bytes); null: the factor model alone"
+        ),
+    ] = UNSET
 
 
 class Reload(Struct):
