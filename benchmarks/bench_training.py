@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,6 +122,16 @@ def write_archive(frame: pd.DataFrame, url: str, start_ms: int) -> None:
         archive._write_verified(full.iloc[lo : lo + 1_000_000].reset_index(drop=True))
 
 
+def py_spy() -> str:
+    """py-spy beside this interpreter (a venv not on PATH) or on PATH."""
+    found = shutil.which(
+        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    if found is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    return found
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -198,7 +209,7 @@ def bench(case: str, epochs: int, work: Path, profile: str | None = None) -> dic
         train = [sys.executable, "-c", "from hybridrec.cli import main; main()", "train",
                  "--publish", "--epochs", str(epochs)]  # fmt: skip
         if profile:  # py-spy's collapsed stacks of the whole command (pip install py-spy)
-            train = ["py-spy", "record", "-r", "25", "-f", "raw", "-o", profile, "--", *train]
+            train = [py_spy(), "record", "-r", "25", "-f", "raw", "-o", profile, "--", *train]
         seconds, peak, text = run_child(train, env)
         version = re.findall(r"^\d{8}T\d{6}Z-[0-9a-f]+$", text, re.MULTILINE)[-1]
         out["train_output_tail"] = text.strip().splitlines()[-16:-1]
@@ -262,6 +273,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--profile", help="write py-spy collapsed stacks of train here")
     args = parser.parse_args()
+    if args.profile:
+        py_spy()  # before minutes of loading
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         out = bench(args.case, args.epochs, Path(tmp), args.profile)
     out["load_average"] = os.getloadavg()
