@@ -10,6 +10,10 @@ ranking. Test positives outside the candidates cannot be recommended by anyone a
 dropped, and so are those the user had in training; users left with no positive are not
 counted. Every segment reports how many users and interactions it kept and dropped, why.
 
+A model with a blend (``model.blend_``, see :mod:`hybridrec.model.blend`) is scored by
+its blend, exactly as the server scores it, so that the retraining gate compares what
+would be served.
+
 Cost: when the test set has more than ``sample_users`` users, a seeded sample of them is
 evaluated, and each metric comes with a 95% confidence interval (zero width when every
 user is evaluated). Scores are a float32 matrix product per batch of users, refined in
@@ -56,8 +60,8 @@ def _candidates(model: HybridLightFM, item_features: Mapping[str, Mapping[str, f
 class _Blended:
     """The model's blend over the evaluation's candidates, as serving scores it
     (:meth:`hybridrec.model.Blend.for_user`): a warm user's history is their training
-    items; new items (columns from ``n_known`` on) have no item-item score and no
-    popularity."""
+    items (the items serving excludes and reads as the history); new items (columns from
+    ``n_known`` on) have item-item score 0 and the mean popularity quantile."""
 
     def __init__(self, model: HybridLightFM, factors: np.ndarray, n_known: int):
         self.model = model
