@@ -152,7 +152,7 @@ def _read_params(path: str) -> dict:
     type=click.FloatRange(0),
     default=None,
     help="weight of the item-item part of the blend; 0: LightFM alone "
-    "[default: HYBRIDREC_ITEM_ITEM_WEIGHT or 1]",
+    "[default: HYBRIDREC_ITEM_ITEM_WEIGHT or 0.5]",
 )
 @click.option(
     "--params",
