@@ -88,8 +88,8 @@ def _live_rows(snap: Snapshot, items: np.ndarray, excluded: np.ndarray) -> np.nd
     if snap._dead.size and rows.size:
         moved = _isin_sorted(rows, snap._dead)
         if moved.any():
-            ext = snap.model.item_space_.entities.external
-            now = [snap._row(ext[int(i)]) for i in rows[moved].tolist()]
+            ids = snap.model.item_space_.entities.convert_to_external(rows[moved])
+            now = [snap._row(i) for i in ids]
             rows = rows.copy()
             rows[moved] = [-1 if r is None else r for r in now]
             rows = rows[rows >= 0]
