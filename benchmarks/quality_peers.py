@@ -20,6 +20,12 @@ so it cannot share our environment and EASE/PureSVD are written here in numpy/sc
 PureSVD (``scipy.sparse.linalg.svds``, as RecTools); ALS and item-kNN (cosine, BM25) from
 ``implicit``.
 
+``--study trained`` is the README's table: the peers, hybridrec before (LightFM alone)
+and after (what ``hybridrec train`` fits by default: LightFM and its blend, untuned);
+``--threads 1`` makes LightFM's fit deterministic, so before and after share it.
+``--choose-defaults`` is how the blend's defaults were chosen: its grid on the
+validation splits only.
+
 Usage: python benchmarks/quality_peers.py [--seeds 3] [--threads 2] [--study NAME]
 (needs ``pip install -e '.[bench]'``).
 """
