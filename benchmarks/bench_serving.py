@@ -156,6 +156,14 @@ def prepare(root: Path, size: str, epochs: int, cache: Path | None, store_items:
     if store_items:
         store.load_features("items", item_features, replace=True)
     store.add_interactions(interactions)
+    # titles, so that answers carry item metadata as in production (hybridrec's answers
+    # include them; the seed's way had none)
+    store.load_metadata(
+        pd.DataFrame({"id": np.char.add("i", np.arange(n_items).astype(str))}).assign(
+            title=lambda f: "Item " + f["id"]
+        ),
+        replace=True,
+    )
     manifest = publish_model(ModelStore(settings.model_store), Registry(client), model)
     client.close()
     print(
@@ -335,6 +343,11 @@ def _memory(pid: int) -> dict:
     }
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: quote them)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _recall(base: str, n_users: int, users: int = 200, k: int = 10) -> float:
     """recall@k of the default answers against ``exact=true`` for random users."""
     rng = np.random.default_rng(1)
@@ -378,7 +391,10 @@ def measure(kind: str, env: dict, n_users: int, args) -> Result:
             while log_path.read_text().count('"model_loaded"') < args.workers:
                 time.sleep(0.5)
         wrk(base, n_users, args.warmup, args.connections, args.threads)
+        spy = _profile(kind, env, proc.pid, args)
         result = wrk(base, n_users, args.duration, args.connections, args.threads)
+        if spy is not None:
+            spy.wait(60)
         result.memory = [_memory(pid) for pid in _workers(proc.pid)]
         if kind == "hybridrec":
             result.recall = _recall(base, n_users)
@@ -392,6 +408,18 @@ def measure(kind: str, env: dict, n_users: int, args) -> Result:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _profile(kind: str, env: dict, master: int, args):
+    """With ``--profile DIR``: py-spy records hybridrec's first worker during the measured
+    run (collapsed stacks, ``DIR/<size>-hybridrec.txt``); the started process, or None."""
+    if args.profile is None or kind != "hybridrec":
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{env['size']}-{kind}.txt"
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200"]
+    spy += ["-d", str(max(1, round(args.duration))), "-o", str(out), "-p", str(_workers(master)[0])]
+    return subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _retrieval(log_path: Path) -> dict:
@@ -430,6 +458,9 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, help="keep trained models here and reuse them in later runs"
     )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy hybridrec's first worker into this directory"
+    )
     args = parser.parse_args()
     if args.reference:
         run_reference(args.reference, args.port, args.workers, args.artifact, args.redis_url)
@@ -438,6 +469,7 @@ def main() -> None:
         sys.exit("this benchmark drives load with wrk: apt-get install -y wrk")
     if args.quick:
         args.sizes, args.duration, args.warmup = "10k", 3.0, 1.0
+    print(f"load average at start: {_load()}", flush=True)
     print(
         f"{os.cpu_count()} CPUs; {args.workers} workers per server (hybridrec serve's "
         f"default server), BLAS 1 thread each; wrk {args.threads} threads, "
@@ -452,6 +484,7 @@ def main() -> None:
         try:
             epochs = args.epochs if size != "1m" else args.epochs_1m
             env = prepare(root, size, epochs, args.cache, size != "1m" or args.store_items_1m)
+            env["size"] = size
             results = {}
             for kind in ("hybridrec", "seed", "bare"):
                 results[kind] = measure(kind, env, n_users, args)
@@ -468,6 +501,7 @@ def main() -> None:
                 )
                 if r.retrieval is not None:
                     print(f"            recall@10 vs exact=true {r.recall:.4f}; {r.retrieval}")
+                print(f"            load average after: {_load()}", flush=True)
             rows.append((size, results))
         finally:
             from hybridrec.store.connection import EmbeddedServer

@@ -17,8 +17,10 @@ from hybridrec.model import HybridLightFM
 from hybridrec.serving.retrieval import (
     AnnIndex,
     BoundedScan,
+    ClusterIndex,
     ExactScan,
     Query,
+    Retriever,
     TwoStage,
     exact_scores,
     exact_top_k,
@@ -41,6 +43,7 @@ STRATEGIES = {
     "exact": lambda rows: ExactScan(rows),
     "bounded": lambda rows: BoundedScan(rows, dims=3),
     "hnsw": lambda rows: AnnIndex.build(rows, threads=1),
+    "ivf": lambda rows: ClusterIndex.build(rows),
     "two-stage": lambda rows: TwoStage(
         ExactScan(rows), lambda q, r: _factor_rerank(q, r, rows), candidates=40
     ),
@@ -263,9 +266,13 @@ def catalog():
     return rows, users
 
 
-def test_ann_reaches_the_recall_and_answers_like_exact_scoring(catalog):
+INDEX_KINDS = {"hnsw": AnnIndex.build, "ivf": ClusterIndex.build}
+
+
+@pytest.mark.parametrize("kind", list(INDEX_KINDS))
+def test_ann_reaches_the_recall_and_answers_like_exact_scoring(catalog, kind):
     rows, users = catalog
-    check = tune_ef(AnnIndex.build(rows), users, MIN_RECALL)
+    check = tune_ef(INDEX_KINDS[kind](rows), users, MIN_RECALL)
     assert check.index is not None and check.recall >= MIN_RECALL
     exact = ExactScan(rows)
     for uvec in users[:20]:
@@ -286,6 +293,17 @@ def test_a_bad_index_fails_the_recall_check():
     assert check.index is None and check.recall < MIN_RECALL
 
 
+def test_too_few_clusters_scanned_fail_the_recall_check():
+    """500 clusters of which one is scanned per query miss most of the true top 10."""
+    rng = np.random.default_rng(3)
+    rows = _item_rows(rng, 5_000, 16, ties=False)
+    users = np.stack([_user(rng, 16, False) for _ in range(50)])
+    check = tune_ef(ClusterIndex.build(rows, lists=500), users, MIN_RECALL, ladder=(1,))
+    assert check.index is None and check.recall < MIN_RECALL
+    assert tune_ef(ClusterIndex.build(rows, lists=500), users, MIN_RECALL).index is not None
+
+
+@pytest.mark.parametrize("kind", list(INDEX_KINDS))
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -293,11 +311,13 @@ def test_a_bad_index_fails_the_recall_check():
     k=st.integers(1, 60),
     clustered=st.booleans(),
 )
-def test_ann_exclusions_never_leak_and_never_shorten_the_answer(catalog, seed, share, k, clustered):
-    """Masked rows (excluded or deleted) are filtered with over-fetching; when the graph
-    cannot give ``min(k, eligible)`` rows the exact scan answers."""
+def test_ann_exclusions_never_leak_and_never_shorten_the_answer(
+    catalog, kind, seed, share, k, clustered
+):
+    """Masked rows (excluded or deleted) are filtered with over-fetching (more clusters);
+    when the index cannot give ``min(k, eligible)`` rows the exact scan answers."""
     rows, users = catalog
-    index = _shared_index(rows)
+    index = _shared_index(rows, kind)
     rng = np.random.default_rng(seed)
     uvec = users[seed % len(users)]
     if clustered:  # mask the user's own best rows: the graph's first answers all go
@@ -310,13 +330,13 @@ def test_ann_exclusions_never_leak_and_never_shorten_the_answer(catalog, seed, s
     assert hits.rows.size == min(k, len(rows) - masked.size)
 
 
-_INDEXES: dict[int, AnnIndex] = {}
+_INDEXES: dict[tuple[int, str], Retriever] = {}
 
 
-def _shared_index(rows):
-    if id(rows) not in _INDEXES:
-        _INDEXES[id(rows)] = AnnIndex.build(rows)
-    return _INDEXES[id(rows)]
+def _shared_index(rows, kind):
+    if (id(rows), kind) not in _INDEXES:
+        _INDEXES[id(rows), kind] = INDEX_KINDS[kind](rows)
+    return _INDEXES[id(rows), kind]
 
 
 def test_two_stage_reranks_the_candidates():
@@ -355,12 +375,20 @@ def larger_model():
     )
 
 
-def test_snapshot_serves_the_index_when_its_recall_is_enough(larger_model, tmp_path):
+@pytest.mark.parametrize("library,strategy", [("ivf", "ivf"), ("usearch", "hnsw")])
+def test_snapshot_serves_the_index_when_its_recall_is_enough(
+    larger_model, tmp_path, library, strategy
+):
     snap = Snapshot.from_model(
-        larger_model, version="v", directory=str(tmp_path), approximate=True, ann_min_items=1
+        larger_model,
+        version="v",
+        directory=str(tmp_path),
+        approximate=True,
+        ann_min_items=1,
+        ann_options={"library": library},
     )
     info = snap.retrieval
-    assert info.kind == "approximate" and info.strategy == "hnsw"
+    assert info.kind == "approximate" and info.strategy == strategy
     assert info.recall >= MIN_RECALL and info.fallback is None and info.mapped
     rec = snap.recommend("u1", None, 10)
     assert rec.retrieval == "approximate"
@@ -377,7 +405,7 @@ def test_snapshot_falls_back_to_exact_scoring_on_a_bad_index(larger_model):
         version="v",
         approximate=True,
         ann_min_items=1,
-        ann_options={"connectivity": 2, "expansion_add": 2},
+        ann_options={"library": "usearch", "connectivity": 2, "expansion_add": 2},
         ef_ladder=(1,),
     )
     info = snap.retrieval
@@ -389,7 +417,8 @@ def test_snapshot_falls_back_to_exact_scoring_on_a_bad_index(larger_model):
     assert rec.items == plain.recommend("u3", None, 10).items
 
 
-def test_serving_files_are_built_once_then_mapped_and_rebuilt_when_corrupt(tmp_path):
+@pytest.mark.parametrize("library", ["ivf", "usearch"])
+def test_serving_files_are_built_once_then_mapped_and_rebuilt_when_corrupt(tmp_path, library):
     rng = np.random.default_rng(0)
     rows = _item_rows(rng, 2_000, 8, ties=False)
     calls = []
@@ -398,9 +427,10 @@ def test_serving_files_are_built_once_then_mapped_and_rebuilt_when_corrupt(tmp_p
         calls.append(1)
         return rows
 
-    first = load_or_build(tmp_path, compute, len(rows), with_index=True)
+    opts = {"library": library}
+    first = load_or_build(tmp_path, compute, len(rows), with_index=True, ann_options=opts)
     assert first.build_seconds > 0 and len(calls) == 1
-    second = load_or_build(tmp_path, compute, len(rows), with_index=True)
+    second = load_or_build(tmp_path, compute, len(rows), with_index=True, ann_options=opts)
     assert second.build_seconds == 0.0 and len(calls) == 1  # loaded, not rebuilt
     assert isinstance(second.items, np.memmap) and not second.items.flags.writeable
     np.testing.assert_array_equal(second.items, rows)
@@ -411,6 +441,6 @@ def test_serving_files_are_built_once_then_mapped_and_rebuilt_when_corrupt(tmp_p
     data = bytearray(items_file.read_bytes())
     data[-3] ^= 0xFF
     items_file.write_bytes(bytes(data))
-    third = load_or_build(tmp_path, compute, len(rows), with_index=True)
+    third = load_or_build(tmp_path, compute, len(rows), with_index=True, ann_options=opts)
     assert len(calls) == 2 and third.build_seconds > 0
     np.testing.assert_array_equal(third.items, rows)

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from ..errors import HybridrecError
 from ..model.features import FeatureSpace
 from ..model.hybrid import HybridLightFM
-from ..model.idmap import IdMap
+from ..model.idmap import IdMap, sort_order
 
 __all__ = [
     "ArtifactError",
@@ -110,10 +110,6 @@ def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     }
 
 
-def _ids(m: IdMap) -> np.ndarray:
-    return np.asarray(m.external, dtype=np.str_) if len(m) else np.zeros(0, dtype="<U1")
-
-
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
@@ -143,10 +139,14 @@ def save_model(
         "item_embeddings": model.item_embeddings,
         "item_biases": model.item_biases,
         "popularity": model.popularity_,
-        "user_ids": _ids(model.user_space_.entities),
-        "item_ids": _ids(model.item_space_.entities),
-        "user_vocabulary": _ids(model.user_space_.vocabulary),
-        "item_vocabulary": _ids(model.item_space_.vocabulary),
+        "user_ids": model.user_space_.entities.as_array(),
+        "item_ids": model.item_space_.entities.as_array(),
+        # the permutations that sort the ids: serving looks ids up by binary search in
+        # the mapped arrays instead of building per-worker dicts (IdMap.sorted)
+        "user_ids_order": sort_order(model.user_space_.entities.as_array()),
+        "item_ids_order": sort_order(model.item_space_.entities.as_array()),
+        "user_vocabulary": model.user_space_.vocabulary.as_array(),
+        "item_vocabulary": model.item_space_.vocabulary.as_array(),
         **_csr_arrays("user_matrix", model.user_matrix_),
         **_csr_arrays("item_matrix", model.item_matrix_),
         **_csr_arrays("interactions", model.interactions_.tocsr()),
@@ -352,6 +352,18 @@ def _csr(arrays: dict, path: Path, prefix: str) -> sp.csr_matrix:
         raise ArtifactError(f"{path}: sparse matrix {prefix!r} is inconsistent ({exc})") from None
 
 
+def _entity_map(arrays: dict, path: Path, key: str, want: int, label: str) -> IdMap:
+    """The sorted-layout id map over the (mapped) ids and their stored sort order
+    (computed for artifacts written before the order was stored)."""
+    ids = _need(arrays, path, key)
+    if len(ids) != want:
+        raise ArtifactError(f"{path}: manifest says {want} {label}, arrays have {len(ids)}")
+    try:
+        return IdMap.sorted(ids, arrays.get(f"{key}_order"))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {key}: {exc}") from None
+
+
 def load_model(
     directory: str | os.PathLike, *, with_optimizer: bool = False, verify: bool = True
 ) -> HybridLightFM:
@@ -390,8 +402,8 @@ def load_model(
             raise ArtifactError(
                 f"{path}: model was trained with {d} components, {name} has shape {arr.shape}"
             )
-    user_ids = IdMap.from_values(_need(a, path, "user_ids").tolist())
-    item_ids = IdMap.from_values(_need(a, path, "item_ids").tolist())
+    user_ids = _entity_map(a, path, "user_ids", sizes["n_users"], "users")
+    item_ids = _entity_map(a, path, "item_ids", sizes["n_items"], "items")
     user_vocab = IdMap.from_values(_need(a, path, "user_vocabulary").tolist())
     item_vocab = IdMap.from_values(_need(a, path, "item_vocabulary").tolist())
     for label, got, want in (

@@ -6,12 +6,13 @@ so both print the same fields. No Flask, no Redis: the metadata lookup is passed
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .snapshot import Recommendation, Snapshot
 
-__all__ = ["SCORE_TYPES", "add_metadata", "presented", "score_type"]
+__all__ = ["SCORE_TYPES", "MetadataCache", "add_metadata", "presented", "score_type"]
 
 SCORE_TYPES = {
     "model": "LightFM's prediction q_u . q_i + b_u + b_i: a ranking score, comparable "
@@ -69,3 +70,49 @@ def add_metadata(
     for item, meta in zip(items, found):
         item.update(presented(meta))
     return found[len(items) :]
+
+
+MetadataLookup = Callable[[list[str]], list[dict[str, str] | None]]
+
+
+class MetadataCache:
+    """Item metadata one worker fetched, kept while the store's metadata generation
+    (``store/metadata.py``) stays the same: an answer then needs no second round trip.
+
+    :meth:`lookup` is given the generation read in the request's first round trip
+    (with the user's features). A different generation empties the cache first; what is
+    fetched after reading generation ``g`` is at least as new as ``g`` (writers bump the
+    counter after writing), so a cached entry is never older than the generation it is
+    kept under, and an edit is seen by the next request that reads the new generation.
+    At most ``capacity`` items are kept (the oldest entries go first): a bounded share
+    of a worker's memory whatever the catalog's size (0: nothing kept). Thread-safe.
+    """
+
+    def __init__(self, capacity: int = 20_000):
+        self.capacity = capacity
+        self._generation: int | None = None
+        self._items: dict[str, dict[str, str] | None] = {}
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def lookup(self, ids: list[str], generation: int, fetch: MetadataLookup) -> list:
+        """The metadata of ``ids`` (None where there is none), fetching only the ids not
+        kept for ``generation`` (one ``fetch`` call, none when all are kept)."""
+        with self._lock:
+            if generation != self._generation:
+                self._generation, self._items = generation, {}
+            items = self._items
+            found = {i: items[i] for i in ids if i in items}
+        missing = [i for i in dict.fromkeys(ids) if i not in found]
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            fetched = dict(zip(missing, fetch(missing)))
+            with self._lock:
+                if items is self._items and self.capacity > 0:  # still this generation's
+                    for item_id, meta in fetched.items():
+                        if len(items) >= self.capacity:
+                            del items[next(iter(items))]
+                        items[item_id] = meta
+            found.update(fetched)
+        return [found[i] for i in ids]

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 import msgspec
@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..errors import HybridrecError, StoreUnavailable
-from .answers import add_metadata, presented, score_type
+from .answers import MetadataCache, add_metadata, presented, score_type
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import FORCED_RELOAD_INTERVAL, openapi_document
 from .reloader import Reloader, ServingState, log_event
@@ -83,6 +83,7 @@ class ServingContext:
         self.declarations = declarations(settings.max_k)
         self.token = TokenCheck(settings.api_token) if settings.api_token else None
         self.forced_reloads = Interval(FORCED_RELOAD_INTERVAL)
+        self.metadata_cache = MetadataCache()
 
     def close(self) -> None:
         """Stop the background thread and close what :func:`create_app` opened."""
@@ -398,9 +399,9 @@ def _store_call(ctx: ServingContext, where: str, call: Callable[[], Any]) -> Any
 def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     snap = _snapshot(ctx)
     uid, inline = query.user_id, query.features
-    stored, seen, degraded = None, (), False
+    stored, seen, degraded, generation = None, (), False, None
     if uid is not None and (inline is None or query.exclude_seen):
-        stored, seen, degraded = _user_context(ctx, uid)
+        stored, seen, degraded, generation = _user_context(ctx, uid)
     if inline is not None:
         features = inline
     elif degraded:
@@ -419,7 +420,7 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     _count(ctx, rec, degraded)
     items = [{"item_id": i, "score": s} for i, s in rec.items]
     if not degraded:
-        _add_metadata(ctx, items)
+        _add_metadata(ctx, items, generation=generation)
     return {
         "user_id": uid,
         "model_version": snap.version,
@@ -433,28 +434,35 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     }
 
 
-def _add_metadata(ctx: ServingContext, items: list[dict[str, Any]], *more: str) -> list:
-    """:func:`~hybridrec.serving.answers.add_metadata` from the store (one HMGET); without
-    the store the answer goes out without metadata."""
+def _add_metadata(
+    ctx: ServingContext, items: list[dict[str, Any]], *more: str, generation: int | None = None
+) -> list:
+    """:func:`~hybridrec.serving.answers.add_metadata` from the store (one HMGET; none
+    when the worker's cache holds every item for the metadata ``generation`` read with
+    the user's features); without the store the answer goes out without metadata."""
     if not ctx.state.store_ok:
         return [None] * len(more)
     try:
-        return add_metadata(items, ctx.feature_store.metadata_of, more)
+        fetch = ctx.feature_store.metadata_of
+        if generation is not None:
+            fetch = partial(ctx.metadata_cache.lookup, generation=generation, fetch=fetch)
+        return add_metadata(items, fetch, more)
     except (HybridrecError, ValueError) as exc:
         ctx.reloader.store_failed("metadata", exc)
         return [None] * len(more)
 
 
 def _user_context(ctx: ServingContext, user_id: str):
-    """``(stored features or None, seen ids, degraded)``: one store round trip."""
+    """``(stored features or None, seen ids, degraded, metadata generation or None)``:
+    one store round trip."""
     if not ctx.state.store_ok:
-        return None, set(), True
+        return None, set(), True, None
     try:
-        features, seen = ctx.feature_store.user_context(user_id)
+        features, seen, gen = ctx.feature_store.user_context_and_generation(user_id)
     except (HybridrecError, ValueError) as exc:  # unreachable, or unreadable data
         ctx.reloader.store_failed("user_context", exc)
-        return None, set(), True
-    return features, seen, False
+        return None, set(), True, None
+    return features, seen, False, gen
 
 
 def _count(ctx: ServingContext, rec: Recommendation, degraded: bool) -> None:

@@ -387,8 +387,7 @@ class Reloader:
             if now - self._failed.get(version, -RETRY_FAILED) < RETRY_FAILED:
                 continue  # failed a moment ago
             tried += 1
-            if self._load(version, previous=None).error is None:
-                self._start_fallback(failed, version, error)
+            if self._load(version, previous=None, fallback_for=(failed, error)).error is None:
                 return ReloadResult(
                     version, True, f"version {failed} failed to load; serving {version}"
                 )
@@ -424,10 +423,18 @@ class Reloader:
         self.state.fallback = None
         self.metrics.model_fallback.set(0)
 
-    def _load(self, version: str, previous: str | None, current: bool = False) -> ReloadResult:
+    def _load(
+        self,
+        version: str,
+        previous: str | None,
+        current: bool = False,
+        fallback_for: tuple[str, str] | None = None,
+    ) -> ReloadResult:
         """Load ``version`` and swap it in; ``current``: it is the registry's current
         version, so a fallback ends with the same swap (a request never sees the new
-        version still marked as a fallback)."""
+        version still marked as a fallback); ``fallback_for`` ``(failed version,
+        error)``: it stands in for the registry's version, marked so before the swap (a
+        request never sees the stand-in unmarked)."""
         started = time.perf_counter()
         try:
             model = self.model_store.load(version)
@@ -453,6 +460,8 @@ class Reloader:
         snapshot, position = self._sync_catalog(snapshot)
         if current:
             self._end_fallback(version)
+        elif fallback_for is not None:
+            self._start_fallback(fallback_for[0], version, fallback_for[1])
         self._swap(snapshot)
         self._position = position
         release_memory()

@@ -38,8 +38,9 @@ import numpy as np
 from ..model.features import Features
 from ..model.foldin import fold_in_vector, latent_centroid
 from ..model.hybrid import HybridLightFM
+from ..model.idmap import IdMap
 from .retrieval import (
-    EF_LADDER,
+    DEFAULT_LIBRARY,
     BoundedScan,
     ExactScan,
     Hits,
@@ -61,7 +62,8 @@ _MIN_SPARE = 1024
 _SPARE_FRACTION = 0.25  # spare rows and the dead-row share that triggers a compaction
 _BOUND_DIMS = 8  # principal directions kept by the bounded scan
 _BOUND_MIN_ROWS = 4096  # below this a full product is as fast as the bounded scan
-ANN_MIN_ITEMS = 50_000  # from this many items on, an HNSW index is tried
+ANN_MIN_ITEMS = 50_000  # from this many items on, an index is tried
+_INDEXES = {"ivf": "ivf", "hnsw": "usearch"}  # strategy -> library of its serving files
 MIN_RECALL = 0.98
 RECALL_USERS = 200  # users whose recall@10 is measured for every snapshot of a version
 
@@ -87,7 +89,7 @@ class Recommendation:
 class RetrievalInfo:
     """How a model version's snapshots find the top k (``/v1/model`` shows it)."""
 
-    strategy: str  # "exact" | "bounded" | "hnsw"
+    strategy: str  # "exact" | "bounded" | "ivf" | "hnsw"
     kind: str  # "exact" | "approximate"
     min_recall: float
     recall: float | None = None  # measured recall@10 of the index (None: no index tried)
@@ -126,7 +128,7 @@ class _ItemTable:
         self,
         base: np.ndarray,
         base_popularity: np.ndarray,
-        base_ids: Sequence[str],
+        base_ids: IdMap,
         extra: Sequence[tuple[str, np.ndarray, float]] = (),
     ):
         self.base = base
@@ -155,7 +157,7 @@ class _ItemTable:
         self.length += len(rows)
 
     def id_of(self, row: int) -> str:
-        return self.base_ids[row] if row < self.n_base else self.extra_ids[row - self.n_base]
+        return self.base_ids.id_at(row) if row < self.n_base else self.extra_ids[row - self.n_base]
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), d + 2)`` float32 rows of either segment."""
@@ -199,7 +201,7 @@ class Snapshot:
     loaded_at: float  # time.time() when this model version was first loaded
     _table: _ItemTable = field(repr=False)
     _length: int = field(repr=False)
-    _base: Mapping[str, int] = field(repr=False)  # id -> row of the model's items
+    _base: IdMap = field(repr=False)  # id -> row of the model's items
     _overlay: Mapping[str, int] = field(repr=False)  # id -> row (-1: gone), wins over _base
     _dead: np.ndarray = field(repr=False)  # sorted int64 rows masked out at scoring
     _retriever: Retriever = field(repr=False)  # over the base rows
@@ -222,7 +224,7 @@ class Snapshot:
         min_recall: float = MIN_RECALL,
         ann_min_items: int = ANN_MIN_ITEMS,
         ann_options: dict | None = None,
-        ef_ladder: Sequence[int] = EF_LADDER,
+        ef_ladder: Sequence[int] | None = None,
         recall_users: int = RECALL_USERS,
     ) -> Snapshot:
         """The snapshot of a fitted model's known items with their training features.
@@ -231,19 +233,28 @@ class Snapshot:
         are then saved there once and memory-mapped (see
         :mod:`hybridrec.serving.retrieval.files`); None keeps them in memory.
 
-        ``strategy``: ``"exact"``, ``"bounded"`` or ``"hnsw"`` forces one; None chooses:
-        with ``approximate`` and at least ``ann_min_items`` items an HNSW index, served
+        ``strategy``: ``"exact"``, ``"bounded"``, ``"ivf"`` or ``"hnsw"`` forces one; None
+        chooses: with ``approximate`` and at least ``ann_min_items`` items an index
+        (``ann_options["library"]``: clusters by default, or usearch's HNSW), served
         if its recall@10 on ``recall_users`` of the model's users reaches ``min_recall``
-        at some expansion of ``ef_ladder``; otherwise (or on a fallback), from 4096
+        at some effort of ``ef_ladder`` (None: the index's own ladder); otherwise (or
+        on a fallback), from 4096
         items on the bounded scan if it is faster than a full product on a few of the
         model's own users, else the full product. Exact strategies give the same items
         and scores.
         """
         manifest = manifest if manifest is not None else getattr(model, "manifest_", {})
-        ids = model.item_space_.entities.external
+        ids = model.item_space_.entities
         n = len(ids)
-        want_ann = strategy == "hnsw" or (
-            strategy is None and approximate and n >= ann_min_items and ann_available()
+        ann_options = dict(ann_options or {})
+        if strategy in _INDEXES:
+            ann_options["library"] = _INDEXES[strategy]
+        library = ann_options.get("library", DEFAULT_LIBRARY)
+        want_ann = strategy in _INDEXES or (
+            strategy is None
+            and approximate
+            and n >= ann_min_items
+            and (library != "usearch" or ann_available())
         )
         files = load_or_build(
             directory, model.item_factors, n, with_index=want_ann, ann_options=ann_options
@@ -269,7 +280,7 @@ class Snapshot:
             loaded_at=now,
             _table=table,
             _length=table.length,
-            _base=model.item_space_.entities._index,
+            _base=ids,
             _overlay={},
             _dead=empty,
             _retriever=retriever,
@@ -289,7 +300,7 @@ class Snapshot:
                 check_seconds=time.perf_counter() - started,
             )
             if check.index is not None:
-                info = replace(info, strategy="hnsw", kind="approximate")
+                info = replace(info, strategy=check.index.name, kind="approximate")
                 return replace(snap, _retriever=check.index, retrieval=info)
             info = replace(
                 info,
@@ -312,11 +323,11 @@ class Snapshot:
         """User vectors (training features) of up to ``n_users`` of the model's users,
         spread evenly over them (the same users in every worker)."""
         model = self.model
-        users = model.user_space_.entities.external
+        users = model.user_space_.entities
         picks = np.unique(np.linspace(0, len(users) - 1, min(n_users, len(users))).astype(int))
         out = []
         for i in picks.tolist():
-            vec = model.user_vector(model.user_row(users[i]))
+            vec = model.user_vector(model.user_row(users.id_at(i)))
             if vec is not None:
                 out.append(vec)
         width = self._table.base.shape[1]
@@ -645,8 +656,22 @@ class Snapshot:
         return [(t.id_of(r), float(sims[r])) for r in top.tolist()]
 
     def _rows_of(self, ids: Iterable[str]) -> np.ndarray:
-        rows = [r for r in (self._row(str(i)) for i in ids) if r is not None]
-        return np.asarray(rows, dtype=np.int64)
+        """Rows of the scorable ``ids`` in order (the others dropped); one binary search
+        of the model's ids for all those the overlay does not decide."""
+        ids = [i if type(i) is str else str(i) for i in ids]
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        overlay = self._overlay
+        rows = np.fromiter((overlay.get(i, -2) for i in ids), np.int64, len(ids))
+        todo = rows == -2
+        if todo.any():
+            found = self._base.convert_to_internal(
+                [i for i, t in zip(ids, todo.tolist()) if t], missing=-1
+            )
+            if self._dead.size:
+                found[np.isin(found, self._dead)] = -1
+            rows[todo] = found
+        return rows[rows >= 0]
 
 
 def release_memory() -> None:
@@ -678,10 +703,10 @@ def _same_training_rows(model, matrix, ids: list[str], old_rows: np.ndarray) -> 
 
 def _faster(a: Snapshot, b: Snapshot, n_users: int = 24, k: int = 10) -> bool:
     """True if ``a`` answers the model's own users faster than ``b`` (medians)."""
-    users = a.model.user_space_.entities.external
-    if not users:
+    users = a.model.user_space_.entities
+    if not len(users):
         return False
-    picks = [users[i] for i in np.linspace(0, len(users) - 1, n_users).astype(int)]
+    picks = [users.id_at(i) for i in np.linspace(0, len(users) - 1, n_users).astype(int)]
 
     def per_call(snap: Snapshot) -> float:
         times = []

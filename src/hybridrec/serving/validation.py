@@ -364,7 +364,7 @@ class ModelInfo(Struct):
     retrieval: Annotated[
         dict[str, Any] | UnsetType,
         Meta(
-            description="how top-k items are found: strategy (exact, bounded, hnsw), kind "
+            description="how top-k items are found: strategy (exact, bounded, ivf, hnsw), kind "
             "(exact, approximate), the index's recall_at_10 measured against exact scoring, "
             "min_recall, ef, fallback, build_seconds, mapped"
         ),

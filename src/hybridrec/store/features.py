@@ -18,6 +18,7 @@ hash tag, so all keys of one tag live in one slot and a script may touch them to
     P:log                  stream fields u, i, w, t (user, item, weight, unix seconds);
                                   capped at ``log_maxlen`` (approximate MAXLEN ~)
     P:items:meta           hash   item id -> metadata JSON (``store/metadata.py``)
+    P:items:meta:gen       string incremented after every metadata write
 
 Every item write is one atomic step on the ``{P:items}`` slot (in a cluster too): a
 delete is one Lua script; a put is one MULTI/EXEC transaction that writes the hashes and
@@ -51,6 +52,7 @@ from ..errors import HybridrecError
 from .connection import redis_errors
 from .log import clean_interactions, parse_log_entries
 from .metadata import ItemMetadata
+from .metadata import generation as metadata_gen
 
 __all__ = ["DIGEST_MODULUS", "FeatureStore", "KINDS", "RESYNC", "item_digest"]
 
@@ -789,12 +791,28 @@ class FeatureStore(ItemMetadata):
         Both keys share the user's hash slot, so this is one round trip in a cluster too.
         ``None`` means no stored features (unknown, or known without features).
         """
+        features, seen, _ = self.user_context_and_generation(user_id, generation=False)
+        return features, seen
+
+    @_guard
+    def user_context_and_generation(
+        self, user_id: str, *, generation: bool = True
+    ) -> tuple[dict[str, float] | None, set[str], int]:
+        """:meth:`user_context` and the item metadata generation (``store/metadata.py``)
+        in the same pipeline (one round trip on one server; the counter is another slot
+        in a cluster)."""
         user_id = _check_id(user_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.key("users", user_id))
         pipe.smembers(self.seen_key(user_id))
-        raw, seen = pipe.execute()
-        return (_features(raw) if raw else None), {_s(i) for i in seen}
+        if generation:
+            pipe.get(self.metadata_generation_key)
+        raw, seen, *gen = pipe.execute()
+        return (
+            (_features(raw) if raw else None),
+            {_s(i) for i in seen},
+            metadata_gen(gen[0] if gen else None),
+        )
 
     def ping(self) -> bool:
         """True if Redis answers."""

@@ -6,6 +6,12 @@ reading the metadata of the k items of an answer is a single ``HMGET`` (one roun
 one slot in a Redis Cluster). Metadata does not change scores, does not need a model and
 does not put an item in the catalog; items without metadata simply have none.
 
+Every write through this class then increments ``P:items:meta:gen`` (the metadata
+*generation*): a serving worker reads it in the round trip that fetches the user's
+features and keeps the metadata it fetched while the generation stays the same
+(:class:`~hybridrec.serving.answers.MetadataCache`), so an answer usually needs no
+second round trip and an edit is seen by the next request on every worker.
+
 :class:`ItemMetadata` is mixed into :class:`~hybridrec.store.features.FeatureStore`, so
 every holder of a feature store reads and writes metadata through it.
 """
@@ -20,7 +26,7 @@ import pandas as pd
 
 from .connection import redis_errors
 
-__all__ = ["ItemMetadata", "MAX_FIELDS", "MAX_VALUE_LENGTH", "check_metadata"]
+__all__ = ["ItemMetadata", "MAX_FIELDS", "MAX_VALUE_LENGTH", "check_metadata", "generation"]
 
 MAX_FIELDS = 64
 """Most metadata fields per item."""
@@ -72,6 +78,14 @@ def _decode(raw: Any) -> dict[str, str] | None:
     return value if isinstance(value, dict) else None
 
 
+def generation(raw: Any) -> int:
+    """The metadata generation from its raw Redis value (None: 0)."""
+    try:
+        return int(raw or 0)
+    except (TypeError, ValueError):  # written by something else: never equal to a real one
+        return -1
+
+
 def _missing(value: Any) -> bool:
     """None, or pandas' NaN/NA for an empty cell of a string column."""
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
@@ -92,6 +106,16 @@ class ItemMetadata:
         """Key of the hash of every item's metadata."""
         return f"{self.prefix}:items:meta"
 
+    @property
+    def metadata_generation_key(self) -> str:
+        """Key of the counter every metadata write increments (after writing)."""
+        return f"{self.prefix}:items:meta:gen"
+
+    @_guard
+    def metadata_generation(self) -> int:
+        """The metadata generation (0 before the first write)."""
+        return generation(self.client.get(self.metadata_generation_key))
+
     @_guard
     def put_metadata(self, item_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
         """Replace the metadata of one item (``{}`` removes it); return what was stored."""
@@ -102,6 +126,9 @@ class ItemMetadata:
             self.client.hset(self.metadata_key, str(item_id), json.dumps(clean))
         else:
             self.client.hdel(self.metadata_key, str(item_id))
+        # after the write, as its own command (another slot in a cluster): a reader that
+        # sees the new generation then reads the new metadata
+        self.client.incr(self.metadata_generation_key)
         return clean
 
     @_guard
@@ -146,6 +173,7 @@ class ItemMetadata:
             if empty:
                 pipe.hdel(self.metadata_key, *empty)
             pipe.execute()
+            self.client.incr(self.metadata_generation_key)
         return len(rows)
 
     def iter_metadata(self) -> Iterator[tuple[str, dict[str, str]]]:

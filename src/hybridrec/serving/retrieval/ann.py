@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ExactScan, Hits, Query, Retriever, exact_top
+from .base import ExactScan, Hits, Query, Retriever, exact_top, not_masked
 
-__all__ = ["AnnIndex", "ann_available", "reduce_items", "reduce_query"]
+__all__ = ["HNSW_LADDER", "AnnIndex", "ann_available", "reduce_items", "reduce_query"]
 
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 DEFAULT_EF = 128
+HNSW_LADDER = (64, 128, 256, 512, 1024)  # search expansions tried by the recall check
 _MAX_FETCH = 4096  # beyond this many candidates an exact scan is the better answer
 
 INSTALL_HINT = "approximate retrieval needs usearch: pip install usearch"
@@ -77,6 +78,7 @@ class AnnIndex(Retriever):
 
     kind = "approximate"
     name = "hnsw"
+    ladder = HNSW_LADDER
 
     def __init__(self, rows: np.ndarray, index, ef: int = DEFAULT_EF, max_norm: float = 0.0):
         super().__init__(rows)
@@ -147,9 +149,7 @@ class AnnIndex(Retriever):
             self.index.expansion_search = max(self.ef, fetch)
             found = np.asarray(self.index.search(q, fetch, threads=1).keys, dtype=np.int64)
             if masked.size:
-                at = np.searchsorted(masked, found)
-                hit = masked[np.minimum(at, masked.size - 1)] == found
-                found = found[~hit]
+                found = found[not_masked(found, masked)]
             if found.size >= want:
                 top = exact_top(self.rows, found, query.vector)
                 return Hits(top.rows[:k], top.scores[:k], approximate=True)

@@ -32,6 +32,7 @@ __all__ = [
     "exact_scores",
     "exact_top",
     "merge",
+    "not_masked",
     "top_k",
 ]
 
@@ -151,6 +152,12 @@ def exact_top(rows: np.ndarray, picked: np.ndarray, vector: np.ndarray) -> Hits:
     scores = exact_scores(rows, picked, vector)
     order = np.lexsort((picked, -scores))
     return Hits(picked[order], scores[order])
+
+
+def not_masked(found: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """Bool mask of the rows of ``found`` that are not in ``masked`` (sorted, non-empty)."""
+    at = np.searchsorted(masked, found)
+    return masked[np.minimum(at, masked.size - 1)] != found
 
 
 def merge(a: Hits, b: Hits, k: int) -> Hits:

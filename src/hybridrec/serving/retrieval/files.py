@@ -4,10 +4,12 @@ Beside an artifact (``<version>/``), the first worker that loads the version wri
 
     serving/serving.json   format, sha256 and size of each file, index parameters
     serving/items.npy      item rows [q_i, b_i, 1], float32 (n, d + 2), uncompressed
-    serving/items.usearch  the HNSW graph over those rows (large catalogs only)
+    serving/ivf_*.npy      the clusters of those rows (large catalogs; the default index)
+    serving/items.usearch  or the HNSW graph over them (``ann_options["library"]``)
 
 under an exclusive lock (``<version>/.serving.lock``): other workers wait, then load.
-The index is built in a child process (usearch holds the GIL while it adds vectors).
+The index is built in a child process with every core (usearch holds the GIL while it
+adds vectors; the clustering's BLAS would be pinned to one thread in a worker).
 Files are written into a temporary directory and renamed into place, and verified
 against ``serving.json`` on every load; a missing, partial or corrupt set is rebuilt.
 Loading maps them read-only (``np.load(mmap_mode="r")``, usearch ``view``), so N
@@ -33,8 +35,9 @@ import numpy as np
 
 from ...modelstore.artifact import file_sha256
 from .ann import AnnIndex
+from .ivf import IVF_FILES, ClusterIndex
 
-__all__ = ["SERVING_DIR", "ServingFiles", "load_or_build"]
+__all__ = ["DEFAULT_LIBRARY", "SERVING_DIR", "ServingFiles", "load_or_build"]
 
 SERVING_DIR = "serving"
 ITEMS_FILE = "items.npy"
@@ -42,6 +45,9 @@ INDEX_FILE = "items.usearch"
 META_FILE = "serving.json"
 LOCK_FILE = ".serving.lock"
 FORMAT = 1
+DEFAULT_LIBRARY = "ivf"  # chosen over "usearch" by bench_serving/bench_ann (README)
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_LIBRARIES = {"ivf": (ClusterIndex, IVF_FILES), "usearch": (AnnIndex, (INDEX_FILE,))}
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,21 @@ class ServingFiles:
     (0.0 when the files were already there)."""
 
     items: np.ndarray
-    index: AnnIndex | None
+    index: AnnIndex | ClusterIndex | None
     build_seconds: float
     directory: Path | None
 
 
-def _valid(target: Path, n_items: int, with_index: bool) -> dict | None:
+def _library(ann_options: dict) -> tuple[str, dict]:
+    """``(library, its build options)`` of ``ann_options``; ValueError when unknown."""
+    options = dict(ann_options)
+    library = options.pop("library", DEFAULT_LIBRARY)
+    if library not in _LIBRARIES:
+        raise ValueError(f"unknown index library {library!r}: one of {sorted(_LIBRARIES)}")
+    return library, options
+
+
+def _valid(target: Path, n_items: int, library: str | None) -> dict | None:
     """The metadata of a whole, verified set of files, or None."""
     try:
         meta = json.loads((target / META_FILE).read_text(encoding="utf-8"))
@@ -63,7 +78,9 @@ def _valid(target: Path, n_items: int, with_index: bool) -> dict | None:
         return None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return None
-    if meta.get("n_items") != n_items or (with_index and INDEX_FILE not in meta["files"]):
+    if meta.get("n_items") != n_items:
+        return None
+    if library is not None and not all(f in meta["files"] for f in _LIBRARIES[library][1]):
         return None
     for name, entry in meta["files"].items():
         path = target / name
@@ -85,16 +102,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _write(directory: Path, rows: np.ndarray, with_index: bool, ann_options: dict) -> None:
+def _write(directory: Path, rows: np.ndarray, library: str | None, ann_options: dict) -> None:
     tmp = directory / f".{SERVING_DIR}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         np.save(tmp / ITEMS_FILE, np.ascontiguousarray(rows, dtype=np.float32))
         meta: dict = {"format": FORMAT, "n_items": int(len(rows)), "files": {}}
-        if with_index:
-            _build_index_elsewhere(tmp / ITEMS_FILE, tmp / INDEX_FILE, ann_options)
-            meta["index"] = {"library": "usearch", "metric": "l2sq", **ann_options}
-        for name in (ITEMS_FILE, INDEX_FILE):
+        if library is not None:
+            _build_index_elsewhere(tmp / ITEMS_FILE, tmp, library, ann_options)
+            meta["index"] = {"library": library, **ann_options}
+        for name in (ITEMS_FILE, INDEX_FILE, *IVF_FILES):
             path = tmp / name
             if path.exists():
                 with open(path, "rb") as fh:
@@ -114,15 +131,20 @@ def _write(directory: Path, rows: np.ndarray, with_index: bool, ann_options: dic
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _build_index_elsewhere(items: Path, out: Path, ann_options: dict) -> None:
-    """Build and save the index of the rows in ``items`` in a child process.
+def _build_index_elsewhere(items: Path, out: Path, library: str, ann_options: dict) -> None:
+    """Build and save (into directory ``out``) the index of the rows in ``items`` in a
+    child process that may use every core.
 
     usearch holds the GIL while it adds vectors: built in a worker's reloader thread,
     the index would stall that worker's requests for the whole build (and a busy
-    request thread would starve the build), so another process builds it.
+    request thread would starve the build), so another process builds it; the same
+    goes for the clustering, whose BLAS products a worker pins to one thread.
     """
-    command = [sys.executable, "-m", __name__, str(items), str(out), json.dumps(ann_options)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    options = json.dumps(ann_options)
+    command = [sys.executable, "-m", __name__, str(items), str(out), library, options]
+    cores = str(os.cpu_count() or 1)
+    env = {**os.environ, **{k: cores for k in _BLAS_THREADS}}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr or "").strip().splitlines()[-3:]
         raise RuntimeError(f"building the index of {items} failed: {' / '.join(tail)}")
@@ -140,28 +162,38 @@ def load_or_build(
 
     ``rows_of_model()`` computes the item rows (only called to build); ``directory``
     None (a remote model store) builds everything in this process's memory.
+    ``ann_options``: ``library`` (``"ivf"``, the default, or ``"usearch"``) and that
+    index's build options.
     """
-    ann_options = dict(ann_options or {})
+    library, options = _library(ann_options or {})
+    cls = _LIBRARIES[library][0]
     if directory is None:
         started = time.perf_counter()
         rows = rows_of_model()
-        index = AnnIndex.build(rows, **ann_options) if with_index else None
+        index = cls.build(rows, **options) if with_index else None
         return ServingFiles(rows, index, time.perf_counter() - started, None)
     directory = Path(directory)
     target = directory / SERVING_DIR
+    wanted = library if with_index else None
     built = 0.0
-    if _valid(target, n_items, with_index) is None:
+    if _valid(target, n_items, wanted) is None:
         with _locked(directory / LOCK_FILE):
-            if _valid(target, n_items, with_index) is None:  # nobody built it meanwhile
+            if _valid(target, n_items, wanted) is None:  # nobody built it meanwhile
                 started = time.perf_counter()
-                _write(directory, rows_of_model(), with_index, ann_options)
+                _write(directory, rows_of_model(), wanted, options)
                 built = time.perf_counter() - started
     items = np.load(target / ITEMS_FILE, mmap_mode="r", allow_pickle=False)
-    index = AnnIndex.load(items, target / INDEX_FILE) if with_index else None
+    index = None
+    if with_index:
+        index = cls.load(items, target / INDEX_FILE if library == "usearch" else target)
     return ServingFiles(items, index, built, target)
 
 
-if __name__ == "__main__":  # the child process of _build_index_elsewhere
-    items_path, index_path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def _build_here(items_path: str, out: str, library: str, options: dict) -> None:
     mapped = np.load(items_path, mmap_mode="r", allow_pickle=False)
-    AnnIndex.build(mapped, **options).save(index_path)
+    index = _LIBRARIES[library][0].build(mapped, **options)
+    index.save(Path(out) / INDEX_FILE if library == "usearch" else out)
+
+
+if __name__ == "__main__":  # the child process of _build_index_elsewhere
+    _build_here(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))

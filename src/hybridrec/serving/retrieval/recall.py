@@ -2,8 +2,8 @@
 
 Every snapshot of a model version measures recall@10 of its index on a sample of the
 model's own users and serves approximately only when it reaches the configured minimum
-(``HYBRIDREC_MIN_RECALL``, default 0.98); the search expansion is the smallest of a
-ladder that reaches it.
+(``HYBRIDREC_MIN_RECALL``, default 0.98); the search effort ``ef`` (HNSW: expansion;
+clusters: how many are scanned) is the smallest of the index's ladder that reaches it.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ann import AnnIndex
-from .base import Query
+from .ann import HNSW_LADDER
+from .base import Query, Retriever
 
 __all__ = ["EF_LADDER", "RecallCheck", "exact_top_k", "recall_at_k", "tune_ef"]
 
-EF_LADDER = (64, 128, 256, 512, 1024)
+EF_LADDER = HNSW_LADDER
 
 
 @dataclass(frozen=True)
 class RecallCheck:
     """Outcome of :func:`tune_ef`: the index to serve (or None: serve exactly)."""
 
-    index: AnnIndex | None
+    index: Retriever | None
     recall: float  # recall@k of the chosen (or best tried) expansion
     ef: int
     tried: dict[int, float]
@@ -54,7 +54,7 @@ def exact_top_k(rows: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 6553
     return best_rows
 
 
-def recall_at_k(index: AnnIndex, vectors: np.ndarray, exact: np.ndarray, k: int) -> float:
+def recall_at_k(index: Retriever, vectors: np.ndarray, exact: np.ndarray, k: int) -> float:
     """Share of the exact top ``k`` that ``index`` returns, over all ``vectors``."""
     if len(vectors) == 0:
         return 1.0
@@ -66,13 +66,15 @@ def recall_at_k(index: AnnIndex, vectors: np.ndarray, exact: np.ndarray, k: int)
 
 
 def tune_ef(
-    index: AnnIndex,
+    index,
     vectors: np.ndarray,
     min_recall: float,
     k: int = 10,
-    ladder: Sequence[int] = EF_LADDER,
+    ladder: Sequence[int] | None = None,
 ) -> RecallCheck:
-    """The smallest expansion of ``ladder`` whose recall@k reaches ``min_recall``."""
+    """The smallest effort of ``ladder`` (None: the index's own) whose recall@k reaches
+    ``min_recall``; ``index`` is an approximate retriever with ``with_ef``."""
+    ladder = index.ladder if ladder is None else ladder
     vectors = np.asarray(vectors, dtype=np.float32)
     k = min(k, index.n_rows)
     exact = exact_top_k(index.rows, vectors, k)
