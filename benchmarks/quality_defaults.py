@@ -87,7 +87,9 @@ def main() -> None:
                 model = fit_model(
                     train,
                     *feats,
-                    {**cfg["params"], "epochs": args.epochs},
+                    # LightFM's own settings: the blend beside it is compared in
+                    # quality_peers.py
+                    {**cfg["params"], "epochs": args.epochs, "item_item_weight": 0.0},
                     seed=seed,
                     num_threads=args.threads,
                 )

@@ -130,6 +130,7 @@ def test_bodies_and_rules_come_from_the_declarations():
     item = schemas["ScoredItem"]["properties"]
     assert item["title"]["type"] == "string" and item["metadata"]["type"] == "object"
     assert schemas["Recommendations"]["properties"]["score_type"]["enum"] == [
+        "blend",
         "fold_in",
         "model",
         "popularity",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,11 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+def _optional(parse, name: str):
+    """``parse(name, None)`` when the variable is set, else None."""
+    return parse(name, None) if os.environ.get(name) else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of hybridrec, with its environment variable.
@@ -53,6 +59,17 @@ class Settings:
     eval_users: int = 5000  # HYBRIDREC_EVAL_USERS (test users evaluated at most; 0: all)
     min_recall: float = 0.98  # HYBRIDREC_MIN_RECALL (an index below it is not served)
     ann_min_items: int = 50_000  # HYBRIDREC_ANN_MIN_ITEMS (catalogs served from an index)
+    item_item_weight: float | None = None  # HYBRIDREC_ITEM_ITEM_WEIGHT (0: LightFM alone)
+    item_item_max_items: int | None = None  # HYBRIDREC_ITEM_ITEM_MAX_ITEMS (memory cap)
+
+    def blend_params(self) -> dict:
+        """The blend settings that are set (None: the model's default), as training
+        parameters (:data:`hybridrec.model.blend.BLEND_DEFAULTS` keys)."""
+        out = {
+            "item_item_weight": self.item_item_weight,
+            "item_item_max_items": self.item_item_max_items,
+        }
+        return {k: v for k, v in out.items() if v is not None}
 
     @property
     def archive_url(self) -> str:
@@ -85,8 +102,18 @@ class Settings:
             eval_users=_int("HYBRIDREC_EVAL_USERS", cls.eval_users),
             min_recall=_float("HYBRIDREC_MIN_RECALL", cls.min_recall),
             ann_min_items=_int("HYBRIDREC_ANN_MIN_ITEMS", cls.ann_min_items),
+            item_item_weight=_optional(_float, "HYBRIDREC_ITEM_ITEM_WEIGHT"),
+            item_item_max_items=_optional(_int, "HYBRIDREC_ITEM_ITEM_MAX_ITEMS"),
         )
         settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        weight, cap = settings.item_item_weight, settings.item_item_max_items
+        if weight is not None and not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"HYBRIDREC_ITEM_ITEM_WEIGHT={weight}: must be a finite number >= 0 "
+                "(0 turns the item-item part off: LightFM alone)"
+            )
+        if cap is not None and cap < 1:
+            raise ValueError(f"HYBRIDREC_ITEM_ITEM_MAX_ITEMS={cap}: must be an integer >= 1")
         if settings.redis_url is not None:  # refuse a malformed URL before any work
             from .store.connection import parse_redis_url
 

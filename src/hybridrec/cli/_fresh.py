@@ -74,6 +74,7 @@ def retrain(
             env.feature_store,
             env.model_store,
             env.registry,
+            params=env.settings.blend_params(),
             holdout=holdout,
             k=k,
             tolerance=tol,

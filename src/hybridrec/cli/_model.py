@@ -148,6 +148,13 @@ def _read_params(path: str) -> dict:
 @click.option("--no-user-indicators", is_flag=True)
 @click.option("--no-item-indicators", is_flag=True)
 @click.option(
+    "--item-item-weight",
+    type=click.FloatRange(0),
+    default=None,
+    help="weight of the item-item part of the blend; 0: LightFM alone "
+    "[default: HYBRIDREC_ITEM_ITEM_WEIGHT or 0.5]",
+)
+@click.option(
     "--params",
     "params_file",
     type=click.Path(exists=True, dir_okay=False),
@@ -178,6 +185,7 @@ def train(
     item_feature_weight,
     no_user_indicators,
     no_item_indicators,
+    item_item_weight,
     params_file,
     holdout,
     k,
@@ -193,7 +201,7 @@ def train(
     interactions = _interactions(env, interactions_file)
     user_features = _features(env, "users", user_features_file)
     item_features = _features(env, "items", item_features_file)
-    params = _read_params(params_file) if params_file else {}
+    params = env.settings.blend_params() | (_read_params(params_file) if params_file else {})
     params |= {
         key: value
         for key, value in {
@@ -203,6 +211,7 @@ def train(
             "learning_rate": learning_rate,
             "user_feature_weight": user_feature_weight,
             "item_feature_weight": item_feature_weight,
+            "item_item_weight": item_item_weight,
         }.items()
         if value is not None
     }

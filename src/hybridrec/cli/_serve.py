@@ -216,7 +216,7 @@ def _train_and_publish(env: Env, epochs: int | None) -> str:
     interactions = store.read_interactions()
     user_features = dict(store.iter_features("users"))
     item_features = dict(store.iter_features("items"))
-    params = {"epochs": epochs} if epochs else {}
+    params = env.settings.blend_params() | ({"epochs": epochs} if epochs else {})
     click.echo(f"training on {len(interactions)} interactions ...", err=True)
     t0 = time.perf_counter()
     try:

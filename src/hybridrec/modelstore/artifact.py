@@ -6,6 +6,9 @@ Layout of an artifact directory::
                      sha256 and size of every array file, metrics
     model.npz        what serving needs: embeddings, biases, feature matrices, ids
     optimizer.npz    Adagrad/Adadelta accumulators, only for warm-start training
+    blend.npz        the blend's item-item (EASE) weights and statistics, when the model
+                     has a blend (manifest ``"blend"``: its own format number and
+                     parameters); an artifact without it is served by LightFM alone
 
 Every ``.npz`` is read with ``allow_pickle=False``; ids are stored as unicode arrays.
 
@@ -40,6 +43,8 @@ from ..model.idmap import IdMap, sort_order
 
 __all__ = [
     "ArtifactError",
+    "BLEND_FILE",
+    "BLEND_FORMAT",
     "FORMAT_VERSION",
     "file_sha256",
     "load_model",
@@ -54,6 +59,8 @@ _SIZE_KEYS = ("no_components", "n_users", "n_items", "n_user_features", "n_item_
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.npz"
 OPTIMIZER_FILE = "optimizer.npz"
+BLEND_FILE = "blend.npz"
+BLEND_FORMAT = 1  # the manifest's "blend" entry and blend.npz's arrays
 
 # optimizer accumulator -> the parameter array whose shape it shares
 _OPTIMIZER_KEYS = {
@@ -149,6 +156,7 @@ def save_model(
         np.savez(fh, **{k: getattr(model, k) for k in _OPTIMIZER_KEYS})
         fh.flush()
         os.fsync(fh.fileno())
+    blend = _save_blend(model, out)
     manifest = {
         "format_version": FORMAT_VERSION,
         "version": version or new_version_id(),
@@ -166,8 +174,9 @@ def save_model(
         "libraries": _library_versions(),
         "files": {
             name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size}
-            for name in (MODEL_FILE, OPTIMIZER_FILE)
+            for name in (MODEL_FILE, OPTIMIZER_FILE) + ((BLEND_FILE,) if blend.get("file") else ())
         },
+        **({"blend": blend} if blend else {}),
         "metrics": metrics or {},
         **({"extra": extra} if extra else {}),
     }
@@ -213,6 +222,8 @@ def verify_artifact(directory: str | os.PathLike, *, with_optimizer: bool = Fals
     directory = Path(directory)
     manifest = read_manifest(directory)
     names = [MODEL_FILE] + ([OPTIMIZER_FILE] if with_optimizer else [])
+    if (manifest.get("blend") or {}).get("file"):
+        names.append(BLEND_FILE)
     for name in names:
         entry = manifest["files"].get(name)
         path = directory / name
@@ -442,6 +453,7 @@ def load_model(
     model._sample_weight = None
     model.epoch_seconds_ = list(manifest.get("epoch_seconds", []))
     model.manifest_ = manifest
+    _load_blend(model, directory, manifest, mapped=not with_optimizer)
     if with_optimizer:
         opath = directory / OPTIMIZER_FILE
         o = _load_npz(opath)
@@ -455,3 +467,99 @@ def load_model(
         for key in _OPTIMIZER_KEYS:
             setattr(model, key, None)
     return model
+
+
+def _save_blend(model: HybridLightFM, out: Path) -> dict:
+    """Write ``blend.npz`` for a model with a blend; the manifest's ``"blend"`` entry
+    (``{}`` for a model without blend parameters: an older or a hand-made model)."""
+    params = getattr(model, "blend_params_", None)
+    if params is None:
+        return {}
+    entry = {"format": BLEND_FORMAT, "params": dict(params), "file": None}
+    blend, item_item = getattr(model, "blend_", None), getattr(model, "item_item_", None)
+    if blend is None or item_item is None:
+        return entry  # turned off (item_item_weight 0): LightFM alone
+    W = item_item.weights_
+    arrays = {
+        "item_item_data": W.data.astype(np.float32),
+        "item_item_indices": W.indices.astype(np.int32),
+        "item_item_indptr": W.indptr.astype(np.int64),
+        "item_item_items": item_item.items_.astype(np.int64),
+        "factor_mean": blend.factor_mean_.astype(np.float64),
+        "factor_cov": blend.factor_cov_.astype(np.float64),
+        "popularity_quantiles": (
+            np.zeros(0) if blend.popularity_ is None else blend.popularity_.astype(np.float64)
+        ),
+    }
+    _savez_aligned(out / BLEND_FILE, arrays)
+    entry.update(
+        file=BLEND_FILE,
+        covered_items=int(item_item.items_.size),
+        weights=int(W.nnz),
+        serving_bytes=int(item_item.nbytes),
+    )
+    return entry
+
+
+def _load_blend(model: HybridLightFM, directory: Path, manifest: dict, *, mapped: bool) -> None:
+    """Set ``blend_``, ``item_item_`` (None without a blend: LightFM alone) and
+    ``blend_params_`` (None for an artifact written before blends) from an artifact."""
+    from ..model.blend import Blend, check_blend_params
+    from ..model.itemitem import ItemItem
+
+    model.blend_, model.item_item_, model.blend_params_ = None, None, None
+    entry = manifest.get("blend")
+    if entry is None:
+        return
+    where = directory / MANIFEST
+    if not isinstance(entry, dict) or entry.get("format") != BLEND_FORMAT:
+        fmt = entry.get("format") if isinstance(entry, dict) else entry
+        raise ArtifactError(
+            f"{where}: blend format {fmt!r} is not supported by this hybridrec (reads format "
+            f"{BLEND_FORMAT}); retrain or use a matching hybridrec version"
+        )
+    try:
+        params = check_blend_params(entry.get("params") or {})
+    except ValueError as exc:
+        raise ArtifactError(f"{where}: bad blend parameters ({exc})") from None
+    model.blend_params_ = params
+    if not entry.get("file"):
+        return
+    path = directory / BLEND_FILE
+    a = _map_npz(path) if mapped else _load_npz(path)
+    n_items = len(model.item_space_.entities)
+    try:
+        m = _need(a, path, "item_item_items").size
+        weights = sp.csr_matrix(
+            (
+                _need(a, path, "item_item_data"),
+                _need(a, path, "item_item_indices"),
+                _need(a, path, "item_item_indptr"),
+            ),
+            shape=(m, m),
+        )
+        model.item_item_ = ItemItem.from_arrays(
+            weights,
+            _need(a, path, "item_item_items"),
+            n_items,
+            l2=params["item_item_l2"],
+            max_neighbors=params["item_item_neighbors"],
+            max_items=params["item_item_max_items"],
+        )
+        popularity = _need(a, path, "popularity_quantiles")
+        if popularity.size not in (0, n_items):
+            raise ValueError(f"{popularity.size} popularity quantiles for {n_items} items")
+        model.blend_ = Blend.from_arrays(
+            _need(a, path, "factor_mean"),
+            _need(a, path, "factor_cov"),
+            popularity if popularity.size else None,
+            weight=params["item_item_weight"],
+            popularity_weight=params["popularity_weight"],
+        )
+        if model.blend_.factor_mean_.shape != (model.no_components + 2,):
+            raise ValueError(
+                f"factor mean has shape {model.blend_.factor_mean_.shape}, the model needs "
+                f"({model.no_components + 2},)"
+            )
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: the blend is inconsistent ({exc})") from None

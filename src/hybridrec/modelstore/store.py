@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import HybridrecError
 from .artifact import (
+    BLEND_FILE,
     MANIFEST,
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -200,8 +201,9 @@ class ModelStore:
             save_model(model, tmp, version=version, metrics=metrics, extra=extra)
             verify_artifact(tmp, with_optimizer=True)
             target = self.path(version)
-            for name in (MODEL_FILE, OPTIMIZER_FILE, MANIFEST):  # manifest last
-                self._fs.put_file(str(Path(tmp) / name), f"{target}/{name}")
+            for name in (MODEL_FILE, OPTIMIZER_FILE, BLEND_FILE, MANIFEST):  # manifest last
+                if (Path(tmp) / name).exists():  # blend.npz: models with a blend only
+                    self._fs.put_file(str(Path(tmp) / name), f"{target}/{name}")
         return self.verify(version, with_optimizer=True)
 
     def verify(self, version: str, with_optimizer: bool = False) -> dict[str, Any]:
@@ -223,7 +225,7 @@ class ModelStore:
     @contextlib.contextmanager
     def _local_copy(self, version: str, with_optimizer: bool) -> Iterator[str]:
         """A temporary local directory holding the files of a remote artifact."""
-        names = [MANIFEST, MODEL_FILE] + ([OPTIMIZER_FILE] if with_optimizer else [])
+        names = [MANIFEST, MODEL_FILE, BLEND_FILE] + ([OPTIMIZER_FILE] if with_optimizer else [])
         with tempfile.TemporaryDirectory(prefix="hybridrec-") as tmp:
             for name in names:
                 src = f"{self.path(version)}/{name}"

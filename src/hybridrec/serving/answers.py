@@ -20,19 +20,24 @@ SCORE_TYPES = {
     "fold_in": "q_u . q_i + b_i with q_u folded in from the user's items (no user bias, "
     "so another scale than model scores)",
     "popularity": "the item's interactions in the training data (weights summed)",
+    "blend": "the blend: the model's score z-scored over the training items, plus the "
+    "item-item (EASE) score of the user's history, or else the item's popularity, "
+    "z-scored likewise; comparable within one answer",
     "cosine": "cosine of the two items' latent vectors, -1..1",
 }
 """Every ``score_type`` of an answer and what its ``score`` means (README: "Scores")."""
 
 
 def score_type(rec: Recommendation, snap: Snapshot) -> str:
-    """``"model"``, ``"fold_in"`` or ``"popularity"``: see :data:`SCORE_TYPES`.
+    """``"model"``, ``"fold_in"``, ``"popularity"`` or ``"blend"``: see :data:`SCORE_TYPES`.
 
     The snapshot folds a user in exactly when their feature row is empty: no indicator
     (an unknown user, or a model without user indicators) and no feature the model knows.
     """
     if rec.strategy == "baseline":
         return "popularity"
+    if set(rec.score_parts) & {"item_item", "popularity"}:
+        return "blend"
     unplaced = rec.user_case == "unknown" or (
         rec.user_case == "known" and not snap.model.user_indicators
     )

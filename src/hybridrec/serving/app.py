@@ -411,9 +411,12 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
     exclude = list(query.exclude)
     if query.exclude_seen:
         exclude.extend(snap.training_seen(uid) if degraded else seen)
+    # without the store, a known user's history is what the model was trained on
+    history = snap.training_seen(uid) if degraded else seen
     rec = snap.recommend(
-        uid, features, query.k, exclude=exclude, items=query.items, history=seen, exact=query.exact
-    )
+        uid, features, query.k, exclude=exclude, items=query.items, history=history,
+        exact=query.exact,
+    )  # fmt: skip
     _count(ctx, rec, degraded)
     items = [{"item_id": i, "score": s} for i, s in rec.items]
     if not degraded:
@@ -569,6 +572,7 @@ def _install_routes(app: Flask, ctx: ServingContext) -> None:
                 "blas_threads": _blas_threads(),
                 "fallback": ctx.state.fallback,
                 "retrieval": snap.retrieval.as_dict(),
+                "blend": manifest.get("blend") if getattr(snap.model, "blend_", None) else None,
             }
         )
 

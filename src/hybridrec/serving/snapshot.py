@@ -82,6 +82,7 @@ class Recommendation:
     user_case: str  # one of hybridrec.model.USER_CASES
     unknown_user_features: int = 0
     retrieval: str = "exact"  # "exact" | "approximate": which search answered
+    score_parts: tuple[str, ...] = ()  # the blend's parts when a blend scored (model.blend)
 
 
 @dataclass(frozen=True)
@@ -558,6 +559,11 @@ class Snapshot:
             uvec = self.fold_in(history)
         unscorable: list[str] = []
         excluded = self._rows_of(exclude)
+        blended = self._blended(uvec, history, k, excluded, items, exact)
+        if blended is not None:
+            hits, unscorable, parts = blended
+            rec = self._recommendation(hits, unscorable, uvec, case, unknown)
+            return replace(rec, score_parts=parts)
         if items is None and uvec is not None:
             hits = self.search(uvec, k, excluded, exact)
             return self._recommendation(hits, unscorable, uvec, case, unknown)
@@ -569,18 +575,7 @@ class Snapshot:
             top = top_k(scores, k)
             hits = Hits(top, scores[top])
         else:
-            rows: list[int] = []
-            seen_ids: set[str] = set()
-            for item_id in items:
-                if item_id in seen_ids:
-                    continue
-                seen_ids.add(item_id)
-                row = self._row(item_id)
-                if row is None:
-                    unscorable.append(item_id)
-                else:
-                    rows.append(row)
-            row_ids = np.asarray(rows, dtype=np.int64)
+            row_ids, unscorable = self._candidate_rows(items)
             if uvec is None:
                 pop = self._table.popularity(self._length)
                 scores = pop[row_ids] if row_ids.size else np.zeros(0, np.float32)
@@ -591,6 +586,40 @@ class Snapshot:
             top = top_k(scores, k)
             hits = Hits(row_ids[top], scores[top])
         return self._recommendation(hits, unscorable, uvec, case, unknown)
+
+    def _candidate_rows(self, items: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Rows of the scorable ``items`` (duplicates dropped) and the unscorable ids,
+        in request order."""
+        rows: list[int] = []
+        unscorable: list[str] = []
+        seen_ids: set[str] = set()
+        for item_id in items:
+            if item_id in seen_ids:
+                continue
+            seen_ids.add(item_id)
+            row = self._row(item_id)
+            if row is None:
+                unscorable.append(item_id)
+            else:
+                rows.append(row)
+        return np.asarray(rows, dtype=np.int64), unscorable
+
+    def _blended(self, uvec, history, k, excluded, items, exact):
+        """``(hits, unscorable, parts)`` when the model's blend scores this user
+        (:mod:`hybridrec.serving.blending`), else None (the factor model alone)."""
+        from .blending import blended_scores, blended_search, for_user
+
+        user = for_user(self, uvec, history)
+        if user is None:
+            return None
+        if items is None:
+            return blended_search(self, user, k, excluded, exact), [], user.parts
+        rows, unscorable = self._candidate_rows(items)
+        scores = blended_scores(self, user, rows)
+        if excluded.size:
+            scores[np.isin(rows, excluded)] = -np.inf
+        top = top_k(scores, k)
+        return Hits(rows[top], scores[top]), unscorable, user.parts
 
     def _recommendation(self, hits: Hits, unscorable, uvec, case, unknown) -> Recommendation:
         t = self._table

@@ -260,11 +260,13 @@ class Recommendations(Struct):
     model_version: str
     strategy: Literal["personalized", "baseline"]
     score_type: Annotated[
-        Literal["model", "fold_in", "popularity"],
+        Literal["model", "fold_in", "popularity", "blend"],
         Meta(
             description="what the scores are: model = q_u.q_i + b_u + b_i (a ranking score, "
             "not a probability); fold_in = q_u.q_i + b_i with q_u from the user's items; "
-            "popularity = the item's training interactions (weights summed)"
+            "popularity = the item's training interactions (weights summed); blend = the "
+            "model's score z-scored over the training items plus the item-item score of "
+            "the user's history (or the item's popularity) z-scored likewise"
         ),
     ]
     user_case: Literal["known_with_features", "known", "new_with_features", "unknown"]
@@ -365,6 +367,13 @@ class ModelInfo(Struct):
             description="how top-k items are found: strategy (exact, bounded, ivf, hnsw), kind "
             "(exact, approximate), the index's recall_at_10 measured against exact scoring, "
             "min_recall, ef, fallback, build_seconds, mapped"
+        ),
+    ] = UNSET
+    blend: Annotated[
+        dict[str, Any] | None | UnsetType,
+        Meta(
+            description="the blend beside the factor model (format, params, file, "
+            "covered_items, weights, serving_bytes); null: the factor model alone"
         ),
     ] = UNSET
 

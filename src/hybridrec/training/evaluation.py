@@ -10,6 +10,10 @@ ranking. Test positives outside the candidates cannot be recommended by anyone a
 dropped, and so are those the user had in training; users left with no positive are not
 counted. Every segment reports how many users and interactions it kept and dropped, why.
 
+A model with a blend (``model.blend_``, see :mod:`hybridrec.model.blend`) is scored by
+its blend, exactly as the server scores it, so that the retraining gate compares what
+would be served.
+
 Cost: when the test set has more than ``sample_users`` users, a seeded sample of them is
 evaluated, and each metric comes with a 95% confidence interval (zero width when every
 user is evaluated). Scores are a float32 matrix product per batch of users, refined in
@@ -51,6 +55,28 @@ def _candidates(model: HybridLightFM, item_features: Mapping[str, Mapping[str, f
         [model.baseline_scores().astype(np.float64), np.zeros(len(new_ids))]
     )
     return known + new_ids, factors, popularity, len(known)
+
+
+class _Blended:
+    """The model's blend over the evaluation's candidates, as serving scores it
+    (:meth:`hybridrec.model.Blend.for_user`): a warm user's history is their training
+    items (the items serving excludes and reads as the history); new items (columns from
+    ``n_known`` on) have item-item score 0 and the mean popularity quantile."""
+
+    def __init__(self, model: HybridLightFM, factors: np.ndarray, n_known: int):
+        self.model = model
+        self.factors = factors.astype(np.float64)
+        self.items = np.arange(factors.shape[0], dtype=np.int64)
+        self.items[n_known:] = -1
+
+    def scores(self, uvecs: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """``(len(uvecs), n_items)`` float64 blended scores."""
+        f = uvecs.astype(np.float64) @ self.factors.T
+        m = self.model
+        for j, history in enumerate(histories):
+            user = m.blend_.for_user(uvecs[j], m.item_item_, history if history.size else None)
+            f[j] = user.score(self.factors, self.items, f=f[j])
+        return f
 
 
 class _Fixed:
@@ -237,18 +263,26 @@ def evaluate(
     batch = max(1, min(1024, _BLOCK // max(n_items, 1)))
     item_norm = float(np.linalg.norm(factors, axis=1).max(initial=0.0)) * (1 + 1e-6)
     personal = np.fromiter(vectors, dtype=np.int64, count=len(vectors))
+    blend = _Blended(model, factors, n_known) if getattr(model, "blend_", None) else None
+    if blend is not None:
+        batch = max(1, batch // 2)  # float64 scores
     for lo in range(0, personal.size, batch):
         us = personal[lo : lo + batch]
         uvecs = np.vstack([vectors[int(u)] for u in us])
-        approx = uvecs.astype(np.float32) @ factors.T  # exact scores upcast a few rows
-        delta = error_bound(uvecs, item_norm)
-
-        def exact(r, c, uvecs=uvecs, offset=0):
-            return np.einsum("ij,ij->i", uvecs[r], factors[c + offset].astype(np.float64))
-
         excl = [excluded_of(int(u)) for u in us]
         pos = [positives[int(u)] for u in us]
-        m = rank_metrics(approx, pos, k, excluded=excl, exact=exact, delta=delta)
+        if blend is not None:  # the blend as serving scores it: exact float64 scores
+            approx = blend.scores(uvecs, excl)
+            delta, exact, exact_cold = np.zeros(us.size), None, None
+            m = rank_metrics(approx, pos, k, excluded=excl)
+        else:
+            approx = uvecs.astype(np.float32) @ factors.T  # exact scores upcast a few rows
+            delta = error_bound(uvecs, item_norm)
+
+            def exact(r, c, uvecs=uvecs, offset=0):
+                return np.einsum("ij,ij->i", uvecs[r], factors[c + offset].astype(np.float64))
+
+            m = rank_metrics(approx, pos, k, excluded=excl, exact=exact, delta=delta)
         for j, u in enumerate(us):
             seg = "warm_users" if warm[u] else "cold_users"
             add("model", seg, (m.precision[j], m.recall[j], m.ndcg[j], m.auc[j], m.top[j]))
@@ -263,6 +297,8 @@ def evaluate(
                     rows_f = factors[c + n_known].astype(np.float64)
                     return np.einsum("ij,ij->i", sub_vecs[r], rows_f)
 
+                if blend is not None:
+                    exact_cold = None
                 mc = rank_metrics(
                     approx[sel][:, n_known:], cold_pos, k, exact=exact_cold, delta=delta[sel]
                 )

@@ -30,7 +30,15 @@ from .charts import metrics_chart
 from .evaluation import DEFAULT_SAMPLE_USERS, evaluate, json_safe
 from .gate import GateDecision, quality_gate
 from .split import time_holdout
-from .trainer import DEFAULT_PARAMS, data_summary, default_threads, fit_model, throughput
+from .trainer import (
+    DEFAULT_PARAMS,
+    data_summary,
+    default_threads,
+    fit_model,
+    split_params,
+    throughput,
+    with_blend,
+)
 
 __all__ = [
     "CycleResult",
@@ -200,14 +208,22 @@ def retrain_once(
             )
         if len(older) == 0:
             return _skip(champion_version, "no interactions left to train a challenger on")
-    merged = {**DEFAULT_PARAMS, **(champion.get_params() if champion else {}), **(params or {})}
+    merged = {
+        **DEFAULT_PARAMS,
+        **(champion.get_params() if champion else {}),
+        **(getattr(champion, "blend_params_", None) or {}),
+        **(params or {}),
+    }
     merged.pop("random_state", None)
+    _, blend_params = split_params(merged)
 
     def challenger_on(data):
         if warm_start and champion is not None:
-            return champion.warm_start(
+            # LightFM continues from the champion; the item-item part is refitted
+            model = champion.warm_start(
                 data, user_features, item_features, epochs=warm_epochs, num_threads=num_threads
             )
+            return with_blend(model, blend_params)
         return fit_model(
             data, user_features, item_features, merged, seed=seed, num_threads=num_threads
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from ..model.blend import BLEND_DEFAULTS, check_blend_params, fit_blend
 from ..model.hybrid import HybridLightFM
 from .evaluation import DEFAULT_SAMPLE_USERS, evaluate
 from .split import time_holdout
@@ -21,6 +23,8 @@ __all__ = [
     "data_summary",
     "default_threads",
     "throughput",
+    "split_params",
+    "with_blend",
 ]
 
 # Chosen on the bundled MovieLens sample (benchmarks/quality_defaults.py): features next
@@ -37,6 +41,9 @@ DEFAULT_PARAMS: dict = {
     "user_feature_weight": 1.0,
     "item_feature_weight": 2.0,
     "normalize": True,
+    # the blend beside LightFM (hybridrec.model.blend): an item-item (EASE) part for
+    # users with a history, popularity for users without; item_item_weight 0 turns it off
+    **BLEND_DEFAULTS,
 }
 
 Features = Mapping[str, Mapping[str, float]]
@@ -70,6 +77,24 @@ class TrainResult:
     params: dict
 
 
+def split_params(params: Mapping) -> tuple[dict, dict]:
+    """``(LightFM's hyperparameters, the blend's)`` from one parameter mapping; the
+    blend's are checked (ValueError names a bad one)."""
+    lightfm = {k: v for k, v in params.items() if k not in BLEND_DEFAULTS}
+    return lightfm, check_blend_params(params)
+
+
+def with_blend(model: HybridLightFM, blend_params: Mapping) -> HybridLightFM:
+    """``model`` with its blend fitted (``blend_``, ``item_item_``, ``blend_params_``;
+    ``blend_seconds_``): the item-item part is always fitted anew on the model's
+    interactions (a warm-started LightFM part included)."""
+    t0 = time.perf_counter()
+    model.blend_, model.item_item_ = fit_blend(model, blend_params)
+    model.blend_params_ = dict(blend_params)
+    model.blend_seconds_ = time.perf_counter() - t0
+    return model
+
+
 def fit_model(
     interactions: pd.DataFrame,
     user_features: Features | None,
@@ -83,19 +108,20 @@ def fit_model(
     """A :class:`HybridLightFM` with ``DEFAULT_PARAMS`` updated by ``params``, fitted
     with ``num_threads`` (default: :func:`default_threads`);
     ``callback(epoch, seconds, interactions_per_second)`` after each epoch."""
-    merged = {**DEFAULT_PARAMS, **(params or {})}
-    model = HybridLightFM(random_state=seed, **merged)
+    lightfm, blend = split_params({**DEFAULT_PARAMS, **(params or {})})
+    model = HybridLightFM(random_state=seed, **lightfm)
 
     def per_epoch(epoch: int, seconds: float) -> None:
         callback(epoch, seconds, model.epoch_interactions_ / seconds if seconds > 0 else 0.0)
 
-    return model.fit(
+    model.fit(
         interactions,
         user_features,
         item_features,
         num_threads=num_threads or default_threads(),
         callback=per_epoch if callback else None,
     )
+    return with_blend(model, blend)
 
 
 def train_model(
@@ -119,6 +145,7 @@ def train_model(
     epoch, ``stage`` being ``"holdout"`` or ``"final"``.
     """
     merged = {**DEFAULT_PARAMS, **(params or {})}
+    split_params(merged)  # a bad value is refused before any fit
     metrics = None
 
     def report(stage: str):
