@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -115,31 +114,7 @@ if os.environ.get("BENCH_SERVER_APP"):  # imported by a uWSGI worker (--lazy-app
 
 
 sys.path.insert(0, str(HERE.parent))
-from bench_serving import Result, _free_port, _get, _ms  # noqa: E402  (the same measures)
-
-
-def wrk(base: str, seconds: float, connections: int, threads: int) -> Result:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(
-        f"math.randomseed({int(time.time())})\n"
-        "request = function()\n"
-        f"  return wrk.format('GET', '/v1/users/' .. math.random(1, {N_USERS}) .."
-        " '/recommendations?k=10')\n"
-        "end\n"
-    )
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-    command += ["--latency", "-s", str(script), base]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    script.unlink()
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (
-        sum(int(g) for g in sock.groups()) if sock else 0
-    )
-    return Result(rps, p50, p99, errors)
+from bench_serving import Result, _free_port, _get, wrk  # noqa: E402  (the same measures)
 
 
 def measure(app: str, server: str, env: dict, root: Path, args) -> Result:
@@ -162,8 +137,10 @@ def measure(app: str, server: str, env: dict, root: Path, args) -> Result:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{app} under {server} did not start; see {log.name}")
             time.sleep(0.2)
-        wrk(base, args.warmup, args.connections, args.wrk_threads)
-        return wrk(base, args.duration, args.connections, args.wrk_threads)
+        wrk(base, N_USERS, args.warmup, args.connections, args.wrk_threads, user="", first=1)
+        return wrk(
+            base, N_USERS, args.duration, args.connections, args.wrk_threads, user="", first=1
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -288,12 +288,23 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url_base: str, n_users: int, seconds: float, connections: int, threads: int) -> Result:
+def wrk(
+    url_base: str,
+    n_users: int,
+    seconds: float,
+    connections: int,
+    threads: int,
+    user: str = "u",
+    first: int = 0,
+) -> Result:
+    """wrk's figures for ``k=10`` recommendations of random users ``{user}{first}`` to
+    ``{user}{first + n_users - 1}``."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
         f"math.randomseed({int(time.time())})\n"
         "request = function()\n"
-        f"  return wrk.format('GET', '/v1/users/u' .. math.random(0, {n_users - 1}) .."
+        f"  return wrk.format('GET', '/v1/users/{user}' .. math.random({first}, "
+        f"{first + n_users - 1}) .."
         " '/recommendations?k=10')\n"
         "end\n"
     )
