@@ -39,6 +39,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+# the same bare endpoint and the same measures as bench_serving
+from bench_serving import Result, _free_port, _get, bare_app, wrk  # noqa: E402
+
 # name -> (server, Python threads per worker)
 SPECS = {
     "gunicorn-sync": ("gunicorn", 1),
@@ -54,19 +58,6 @@ N_USERS = 610  # the bundled sample's users are "1".."610"
 
 
 # -- the apps --------------------------------------------------------------------------------
-
-
-def bare_app():
-    from flask import Flask, jsonify
-
-    app = Flask("bare")
-    answer = {"user_id": None, "items": [], "strategy": "constant"}
-
-    @app.get("/v1/users/<user_id>/recommendations")
-    def recommendations(user_id: str):
-        return jsonify(answer)
-
-    return app
 
 
 def hybridrec_app():
@@ -111,10 +102,6 @@ if os.environ.get("BENCH_SERVER_APP"):  # imported by a uWSGI worker (--lazy-app
 
 
 # -- measuring -------------------------------------------------------------------------------
-
-
-sys.path.insert(0, str(HERE.parent))
-from bench_serving import Result, _free_port, _get, wrk  # noqa: E402  (the same measures)
 
 
 def measure(app: str, server: str, env: dict, root: Path, args) -> Result:
