@@ -20,6 +20,17 @@ from hybridrec.config import Settings
 HYBRIDREC = str(Path(sys.executable).parent / "hybridrec")
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a server this test started (a graceful stop), SIGKILL it after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,10 +98,4 @@ def live_server(
                 time.sleep(0.05)
             yield server
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_server(proc)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import pytest
 import requests
 
 from hybridrec.store.connection import EmbeddedServer
+
+from .live_server import stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -75,13 +76,7 @@ def test_demo_serves_and_its_examples_work(tmp_path):
         assert "# user 1 rated e.g. " in lines[1] and "(19" in lines[1]  # titles with years
         assert "# movies like 1: Toy Story (1995)" in lines
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         out.close()
         err.close()
         EmbeddedServer(tmp_path / ".hybridrec").stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,13 +17,9 @@ import requests
 
 from hybridrec.model import HybridLightFM
 
+from .live_server import free_port, stop_server
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -42,7 +37,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 @pytest.fixture
 def server(embedded_settings, serving_model, tmp_path):
     """``hybridrec serve --workers 2`` on a fresh embedded Redis, nothing published yet."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HYBRIDREC_DATA_DIR": str(embedded_settings.data_dir),
@@ -62,13 +57,7 @@ def server(embedded_settings, serving_model, tmp_path):
         _wait(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 30, "server start")
         yield base, replace(embedded_settings, api_token="t0ken"), proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         log.close()
 
 
@@ -217,7 +206,7 @@ def _echo_authorization():
 def test_which_server_passes_a_non_ascii_header(server, tmp_path):
     """Why choose_server avoids granian for a non-ASCII token: pinned against the real
     servers, so that an upgrade that fixes granian shows up here."""
-    port = _free_port()
+    port = free_port()
     code = (
         "import sys; from tests.test_serving_server import _echo_authorization; "
         "from hybridrec.serving.server import run_app; "
