@@ -408,11 +408,11 @@ def _recommend(ctx: ServingContext, query: RecommendQuery) -> dict[str, Any]:
         features = None  # what the snapshot knows: a known user's training features
     else:
         features = stored or {}  # the store is the truth: nothing stored, no features
-    exclude = list(query.exclude)
-    if query.exclude_seen:
-        exclude.extend(snap.training_seen(uid) if degraded else seen)
     # without the store, a known user's history is what the model was trained on
     history = snap.training_seen(uid) if degraded else seen
+    exclude = list(query.exclude)
+    if query.exclude_seen:
+        exclude.extend(history)
     rec = snap.recommend(
         uid, features, query.k, exclude=exclude, items=query.items, history=history,
         exact=query.exact,
